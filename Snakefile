@@ -1,0 +1,62 @@
+# ecoeval: pretrain and finetune transformer LMs; measure energy, carbon, cost and fairness.
+# Stage targets: data, tokenize, pretrain, finetune, energy, carbon, fairness, report.
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/tokenize.smk"
+include: "rules/pretrain.smk"
+include: "rules/finetune.smk"
+include: "rules/energy.smk"
+include: "rules/carbon.smk"
+include: "rules/fairness.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        report_outputs(),
+    default_target: True
+
+
+rule data:
+    input:
+        per_experiment("data/pretrain.parquet", "data/classify.parquet", "data/probe.parquet"),
+
+
+rule tokenize:
+    input:
+        per_experiment("tokens/pretrain.parquet", "tokens/classify.parquet"),
+
+
+rule pretrain:
+    input:
+        per_experiment("pretrain/model", "pretrain/metrics.parquet"),
+
+
+rule finetune:
+    input:
+        per_experiment("finetune/model", "finetune/metrics.parquet"),
+
+
+rule energy:
+    input:
+        per_experiment("energy/summary.parquet"),
+
+
+rule carbon:
+    input:
+        per_experiment("carbon/carbon.parquet"),
+
+
+rule fairness:
+    input:
+        per_experiment("fairness/intrinsic.parquet", "fairness/extrinsic.parquet"),
+
+
+rule report:
+    input:
+        report_outputs(),

@@ -1,0 +1,89 @@
+# Config loading and validation, experiments, paths. No stage logic lives here.
+import json
+
+from ecoeval import EcoevalError
+from ecoeval.config import experiment_config, validate
+
+try:
+    CONFIG = validate(config)
+except EcoevalError as exc:
+    raise WorkflowError(str(exc)) from None
+
+RESULTS = CONFIG["results_dir"]
+EXPERIMENTS = list(CONFIG["experiments"])
+ENV = "../environment.yml"
+
+# sections of the experiment config each stage depends on: a change there reruns the stage
+STAGE_SECTIONS = {
+    "download": ["seed", "data"],
+    "tokenize": ["seed", "tokenize"],
+    "pretrain": ["seed", "pretrain", "energy"],
+    "finetune": ["seed", "finetune", "tokenize", "energy"],
+    "energy": ["energy"],
+    "carbon": ["carbon", "energy"],
+    "fairness": ["seed", "fairness", "energy"],
+    "report": ["carbon"],
+}
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS),
+
+
+def exp_path(path):
+    """A path under one experiment's results folder, with the {experiment} wildcard."""
+    return f"{RESULTS}/{{experiment}}/{path}"
+
+
+def per_experiment(*paths):
+    return [f"{RESULTS}/{e}/{p}" for e in EXPERIMENTS for p in paths]
+
+
+def report_outputs():
+    return [f"{RESULTS}/report/summary.parquet", f"{RESULTS}/report/report.html"]
+
+
+def stage_params(stage):
+    """The experiment's config sections `stage` depends on, as JSON (Snakemake reruns on change)."""
+
+    def params(wildcards):
+        cfg = experiment_config(CONFIG, wildcards.experiment)
+        sub = {k: cfg[k] for k in STAGE_SECTIONS[stage]}
+        sub["experiment"] = wildcards.experiment
+        # scratch space that survives a failed or killed job (resumable checkpoints)
+        sub["work_dir"] = f"{RESULTS}/{wildcards.experiment}/work/{stage}"
+        return json.dumps(sub, sort_keys=True)
+
+    return params
+
+
+def io_json(wildcards, input, output, threads):
+    """Named inputs and outputs of a rule, and its threads, as JSON for `ecoeval stage`."""
+    return json.dumps(
+        {"input": dict(input.items()), "output": dict(output.items()), "threads": threads},
+        sort_keys=True,
+    )
+
+
+def log_path(stage):
+    return f"{RESULTS}/{{experiment}}/logs/{stage}.log"
+
+
+def bench_path(stage):
+    return f"{RESULTS}/{{experiment}}/benchmarks/{stage}.tsv"
+
+
+def res(stage, key):
+    return CONFIG["resources"][stage][key]
+
+
+def report_params(wildcards):
+    """The report reads every experiment's results folder; it gets their names and folders."""
+    return json.dumps(
+        {
+            "experiments": {e: f"{RESULTS}/{e}" for e in EXPERIMENTS},
+            "results_dir": RESULTS,
+            "configs": {e: experiment_config(CONFIG, e) for e in EXPERIMENTS},
+        },
+        sort_keys=True,
+    )

@@ -1,0 +1,191 @@
+"""The one config loader: schema validation with defaults, experiment merging, key-path errors."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ecoeval import EcoevalError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        ref = schema["$ref"]
+        node: Any = root
+        for part in ref.lstrip("#/").split("/"):
+            node = node[part]
+        merged = {k: v for k, v in schema.items() if k != "$ref"}
+        schema = {**node, **merged}
+    return schema
+
+
+def _fill_defaults(value: Any, schema: dict, root: dict) -> Any:
+    """Fill missing keys with schema defaults, recursively (objects only)."""
+    schema = _resolve(schema, root)
+    if not isinstance(value, dict):
+        return value
+    props = schema.get("properties", {})
+    for key, sub in props.items():
+        sub_r = _resolve(sub, root)
+        if key not in value and "default" in sub_r:
+            value[key] = copy.deepcopy(sub_r["default"])
+        if key in value:
+            value[key] = _fill_defaults(value[key], sub_r, root)
+    items = schema.get("items")
+    if isinstance(items, dict) and isinstance(value, list):
+        return [_fill_defaults(v, items, root) for v in value]
+    return value
+
+
+def _fill_list_defaults(value: Any, schema: dict, root: dict) -> Any:
+    schema = _resolve(schema, root)
+    if isinstance(value, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                value[key] = _fill_list_defaults(value[key], sub, root)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_fill_defaults(v, schema["items"], root) for v in value]
+    return value
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    v = err.validator
+    if v == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        allowed = ", ".join(sorted(err.schema.get("properties", {})))
+        return f"unknown key {extra[0]!r} (allowed: {allowed})", extra[0]
+    if v == "type":
+        return f"expected {err.validator_value}, got {type(err.instance).__name__} {err.instance!r}", None
+    if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        sign = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[v]
+        return f"expected a value {sign} {err.validator_value}, got {err.instance!r}", None
+    if v == "enum":
+        return f"expected one of {err.validator_value}, got {err.instance!r}", None
+    if v == "required":
+        return err.message, None
+    return f"{err.message}", None
+
+
+def _first_error(instance: dict, schema: dict, prefix: str) -> str | None:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return None
+    err = errors[0]
+    msg, extra_key = _describe(err)
+    parts = [str(p) for p in err.absolute_path]
+    if extra_key:
+        parts.append(extra_key)
+    path = ".".join(([prefix] if prefix else []) + parts) or "<config>"
+    return f"config key {path}: {msg}"
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, val in override.items():
+        if isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], val)
+        else:
+            out[key] = copy.deepcopy(val)
+    return out
+
+
+def _semantic_checks(cfg: dict, prefix: str) -> None:
+    def fail(path: str, msg: str) -> None:
+        full = f"{prefix}.{path}" if prefix else path
+        raise EcoevalError(f"config key {full}: {msg}")
+
+    p, t = cfg["pretrain"], cfg["tokenize"]
+    if p["hidden_size"] % p["num_heads"]:
+        fail("pretrain.hidden_size", f"must be divisible by pretrain.num_heads ({p['num_heads']}), got {p['hidden_size']}")
+    if t["block_size"] > p["max_position_embeddings"]:
+        fail("tokenize.block_size", f"must be <= pretrain.max_position_embeddings ({p['max_position_embeddings']}), got {t['block_size']}")
+    if t["classify_max_length"] > p["max_position_embeddings"]:
+        fail("tokenize.classify_max_length", f"must be <= pretrain.max_position_embeddings ({p['max_position_embeddings']}), got {t['classify_max_length']}")
+    for kind in ("pretrain", "classify", "probe"):
+        ds = cfg["data"][kind]
+        if ds["source"] != "builtin" and not ds["splits"]:
+            fail(f"data.{kind}.splits", f"source {ds['source']!r} needs at least one split (split name -> location)")
+        if ds["source"] == "url":
+            for split in ds["splits"]:
+                if split not in ds["sha256"]:
+                    fail(f"data.{kind}.sha256.{split}", "url sources need a sha256 for every split")
+        if ds["source"] == "hf" and not ds["hf"].get("name"):
+            fail(f"data.{kind}.hf.name", "hf sources need a dataset name")
+        if ds["source"] == "hf" and not ds["hf"].get("revision"):
+            fail(f"data.{kind}.hf.revision", "hf sources need a pinned revision (commit hash or tag)")
+    for i, sc in enumerate(cfg["carbon"]["scenarios"]):
+        if sc["mode"] == "fixed" and "intensity_g_per_kwh" not in sc:
+            fail(f"carbon.scenarios.{i}.intensity_g_per_kwh", "mode 'fixed' needs intensity_g_per_kwh")
+        if sc["mode"] == "hourly" and "hourly_csv" not in sc:
+            fail(f"carbon.scenarios.{i}.hourly_csv", "mode 'hourly' needs hourly_csv")
+        if sc["mode"] in ("annual", "hourly") and "region" not in sc:
+            fail(f"carbon.scenarios.{i}.region", f"mode {sc['mode']!r} needs a region")
+
+
+def validate(config: dict) -> dict:
+    """Validate a raw config; return it with defaults filled. Raises EcoevalError naming the key path."""
+    if not isinstance(config, dict):
+        raise EcoevalError("config: expected a mapping at the top level")
+    schema = load_schema()
+    raw = copy.deepcopy(config)
+    experiments = raw.get("experiments")
+    base_raw = {k: v for k, v in raw.items() if k != "experiments"}
+    err = _first_error(raw if experiments is not None else base_raw, schema, "")
+    if err is None:
+        err = _first_error(_filled(base_raw, schema), schema, "")
+    if err:
+        raise EcoevalError(err)
+    base = _filled(base_raw, schema)
+    _semantic_checks(base, "")
+    exps = experiments if experiments is not None else copy.deepcopy(schema["properties"]["experiments"]["default"])
+    for name, overrides in exps.items():
+        if "experiments" in overrides:
+            raise EcoevalError(f"config key experiments.{name}.experiments: experiments cannot be nested")
+        # errors in the overrides themselves name experiments.<name>.<path>
+        err = _first_error(deep_merge(base_raw, overrides), schema, "")
+        if err:
+            raise EcoevalError(err.replace("config key ", f"config key experiments.{name}.", 1))
+        merged = _filled(deep_merge(base_raw, overrides), schema)
+        _semantic_checks(merged, f"experiments.{name}")
+    base["experiments"] = exps
+    return base
+
+
+def _filled(raw: dict, schema: dict) -> dict:
+    out = _fill_defaults(copy.deepcopy(raw), schema, schema)
+    return _fill_list_defaults(out, schema, schema)
+
+
+def experiment_config(config: dict, name: str) -> dict:
+    """The full, validated config of one experiment: base merged with its overrides, defaults filled."""
+    if name not in config["experiments"]:
+        raise EcoevalError(f"experiment {name!r} is not in config key experiments (have: {', '.join(config['experiments'])})")
+    base_raw = {k: v for k, v in config.items() if k != "experiments"}
+    schema = load_schema()
+    merged = _filled(deep_merge(base_raw, config["experiments"][name]), schema)
+    merged["experiment"] = name
+    return merged
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise EcoevalError(f"config file {path}: not found")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        raise EcoevalError(f"config file {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return validate(raw)
