@@ -30,7 +30,9 @@ def _json_arg(what: str):
 def _cmd_stage(args: argparse.Namespace) -> int:
     from ecoeval.runner import run_stage
 
-    run_stage(args.name, args.params, args.io.get("input", {}), args.io.get("output", {}))
+    params = dict(args.params)
+    params.setdefault("threads", int(args.io.get("threads", 1)))
+    run_stage(args.name, params, args.io.get("input", {}), args.io.get("output", {}))
     return 0
 
 
