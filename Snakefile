@@ -17,14 +17,16 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         report_outputs(),
-    default_target: True
 
 
 rule data:
     input:
-        per_experiment("data/pretrain.parquet", "data/classify.parquet", "data/probe.parquet"),
+        per_experiment(
+            "data/pretrain.parquet", "data/classify.parquet", "data/probe.parquet"
+        ),
 
 
 rule tokenize:

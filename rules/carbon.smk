@@ -16,14 +16,14 @@ rule run_carbon:
         log_path("carbon"),
     benchmark:
         bench_path("carbon")
-    params:
-        cfg=stage_params("carbon"),
-        io=io_json,
+    conda:
+        ENV
     threads: res("carbon", "threads")
     resources:
         mem_mb=res("carbon", "mem_mb"),
         runtime=res("carbon", "runtime"),
-    conda:
-        ENV
+    params:
+        cfg=stage_params("carbon"),
+        io=io_json,
     shell:
         "ecoeval stage carbon --params {params.cfg:q} --io {params.io:q} > {log:q} 2>&1"

@@ -60,7 +60,11 @@ def stage_params(stage):
 def io_json(wildcards, input, output, threads):
     """Named inputs and outputs of a rule, and its threads, as JSON for `ecoeval stage`."""
     return json.dumps(
-        {"input": dict(input.items()), "output": dict(output.items()), "threads": threads},
+        {
+            "input": dict(input.items()),
+            "output": dict(output.items()),
+            "threads": threads,
+        },
         sort_keys=True,
     )
 

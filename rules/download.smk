@@ -10,14 +10,14 @@ rule run_download:
         log_path("download"),
     benchmark:
         bench_path("download")
-    params:
-        cfg=stage_params("download"),
-        io=io_json,
+    conda:
+        ENV
     threads: res("download", "threads")
     resources:
         mem_mb=res("download", "mem_mb"),
         runtime=res("download", "runtime"),
-    conda:
-        ENV
+    params:
+        cfg=stage_params("download"),
+        io=io_json,
     shell:
         "ecoeval stage download --params {params.cfg:q} --io {params.io:q} > {log:q} 2>&1"

@@ -13,14 +13,14 @@ rule run_energy:
         log_path("energy"),
     benchmark:
         bench_path("energy")
-    params:
-        cfg=stage_params("energy"),
-        io=io_json,
+    conda:
+        ENV
     threads: res("energy", "threads")
     resources:
         mem_mb=res("energy", "mem_mb"),
         runtime=res("energy", "runtime"),
-    conda:
-        ENV
+    params:
+        cfg=stage_params("energy"),
+        io=io_json,
     shell:
         "ecoeval stage energy --params {params.cfg:q} --io {params.io:q} > {log:q} 2>&1"

@@ -15,14 +15,14 @@ rule run_fairness:
         log_path("fairness"),
     benchmark:
         bench_path("fairness")
-    params:
-        cfg=stage_params("fairness"),
-        io=io_json,
+    conda:
+        ENV
     threads: res("fairness", "threads")
     resources:
         mem_mb=res("fairness", "mem_mb"),
         runtime=res("fairness", "runtime"),
-    conda:
-        ENV
+    params:
+        cfg=stage_params("fairness"),
+        io=io_json,
     shell:
         "ecoeval stage fairness --params {params.cfg:q} --io {params.io:q} > {log:q} 2>&1"

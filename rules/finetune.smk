@@ -13,14 +13,14 @@ rule run_finetune:
         log_path("finetune"),
     benchmark:
         bench_path("finetune")
-    params:
-        cfg=stage_params("finetune"),
-        io=io_json,
+    conda:
+        ENV
     threads: res("finetune", "threads")
     resources:
         mem_mb=res("finetune", "mem_mb"),
         runtime=res("finetune", "runtime"),
-    conda:
-        ENV
+    params:
+        cfg=stage_params("finetune"),
+        io=io_json,
     shell:
         "ecoeval stage finetune --params {params.cfg:q} --io {params.io:q} > {log:q} 2>&1"

@@ -12,14 +12,14 @@ rule run_pretrain:
         log_path("pretrain"),
     benchmark:
         bench_path("pretrain")
-    params:
-        cfg=stage_params("pretrain"),
-        io=io_json,
+    conda:
+        ENV
     threads: res("pretrain", "threads")
     resources:
         mem_mb=res("pretrain", "mem_mb"),
         runtime=res("pretrain", "runtime"),
-    conda:
-        ENV
+    params:
+        cfg=stage_params("pretrain"),
+        io=io_json,
     shell:
         "ecoeval stage pretrain --params {params.cfg:q} --io {params.io:q} > {log:q} 2>&1"

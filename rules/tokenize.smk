@@ -12,14 +12,14 @@ rule run_tokenize:
         log_path("tokenize"),
     benchmark:
         bench_path("tokenize")
-    params:
-        cfg=stage_params("tokenize"),
-        io=io_json,
+    conda:
+        ENV
     threads: res("tokenize", "threads")
     resources:
         mem_mb=res("tokenize", "mem_mb"),
         runtime=res("tokenize", "runtime"),
-    conda:
-        ENV
+    params:
+        cfg=stage_params("tokenize"),
+        io=io_json,
     shell:
         "ecoeval stage tokenize --params {params.cfg:q} --io {params.io:q} > {log:q} 2>&1"
