@@ -1,5 +1,6 @@
 # Config loading and validation, experiments, paths. No stage logic lives here.
 import json
+import sys
 
 from ecoeval import EcoevalError
 from ecoeval.config import experiment_config, validate
@@ -7,7 +8,9 @@ from ecoeval.config import experiment_config, validate
 try:
     CONFIG = validate(config)
 except EcoevalError as exc:
-    raise WorkflowError(str(exc)) from None
+    # one line naming the key path, then a non-zero exit (no Snakemake traceback)
+    sys.stderr.write(f"ecoeval: error: {exc}\n")
+    sys.exit(2)
 
 RESULTS = CONFIG["results_dir"]
 EXPERIMENTS = list(CONFIG["experiments"])
