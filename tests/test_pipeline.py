@@ -1,0 +1,158 @@
+"""End to end: the real pipeline through Snakemake on the tiny config, reruns, lint and format."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = TINY, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--configfile", str(configfile),
+        "--cores", "2",
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+    if check and proc.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob("results/**/logs/*.log"))
+        )
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}\n{logs}")
+    return proc
+
+
+def jobs_planned(proc: subprocess.CompletedProcess) -> set[str]:
+    """Rule names in the 'Job stats' table of a dry run."""
+    names, in_table = set(), False
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if not parts or parts[0] == "total":
+                in_table = False
+                continue
+            if not set(parts[0]) <= {"-"}:
+                names.add(parts[0])
+    return names
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pipeline")
+    snakemake(work)
+    return work
+
+
+@pytest.mark.slow
+def test_full_pipeline_outputs(pipeline_run):
+    res = pipeline_run / "results"
+    summary = pq.read_table(res / "report" / "summary.parquet").to_pandas()
+    assert sorted(summary["experiment"]) == ["balanced", "skewed"]
+    assert (res / "report" / "report.html").stat().st_size > 1000
+    for exp in ("skewed", "balanced"):
+        d = res / exp
+        for rel in (
+            "data/pretrain.parquet", "data/classify.parquet", "data/probe.parquet", "data/provenance.json",
+            "tokens/pretrain.parquet", "tokens/classify.parquet", "tokenizer/tokenizer.json",
+            "pretrain/model/model.safetensors", "pretrain/log.parquet", "pretrain/metrics.parquet",
+            "finetune/model/model.safetensors", "finetune/metrics.parquet", "finetune/predictions.parquet",
+            "energy/summary.parquet", "carbon/carbon.parquet", "fairness/intrinsic.parquet",
+            "fairness/extrinsic.parquet", "fairness/items.parquet",
+        ):
+            assert (d / rel).exists(), rel
+        for stage in ("download", "tokenize", "pretrain", "finetune", "energy", "carbon", "fairness"):
+            assert (d / "logs" / f"{stage}.log").exists()
+            assert (d / "benchmarks" / f"{stage}.tsv").exists()
+        log = pq.read_table(d / "pretrain" / "log.parquet").to_pandas()
+        assert log["step"].max() == 20
+        energy = pq.read_table(d / "energy" / "summary.parquet").to_pandas()
+        assert set(energy["stage"]) >= {"download", "tokenize", "pretrain", "finetune"}
+        assert (energy["energy_j"] > 0).any()
+        assert energy["method"].notna().all()
+
+
+@pytest.mark.slow
+def test_second_run_has_nothing_to_do(pipeline_run):
+    proc = snakemake(pipeline_run, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr, proc.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_finetune_change_reruns_finetune_not_pretrain(pipeline_run, tmp_path):
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["finetune"]["learning_rate"] = 0.001
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    planned = jobs_planned(snakemake(pipeline_run, "-n", configfile=changed))
+    assert "run_finetune" in planned and "run_fairness" in planned and "run_report" in planned
+    assert not planned & {"run_download", "run_tokenize", "run_pretrain"}, planned
+    model = pipeline_run / "results" / "skewed" / "pretrain" / "model" / "model.safetensors"
+    before = model.stat().st_mtime_ns
+    snakemake(pipeline_run, "--until", "run_finetune", configfile=changed)
+    assert model.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_data_and_tokenize_are_byte_identical_across_runs(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for w in (a, b):
+        w.mkdir()
+        snakemake(w, "tokenize")
+    files = sorted(p.relative_to(a) for p in (a / "results").glob("*/*/*.parquet"))
+    assert len(files) >= 10
+    for rel in files:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    tok = sorted(p.relative_to(a) for p in (a / "results").glob("*/tokenizer/*"))
+    for rel in tok:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+def test_stage_target_dry_runs_only_its_stages(tmp_path):
+    planned = jobs_planned(snakemake(tmp_path, "-n", "pretrain"))
+    assert planned == {"run_download", "run_tokenize", "run_pretrain", "pretrain"}
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations" in proc.stdout + proc.stderr or (proc.stdout + proc.stderr).strip() == ""
+
+
+def test_snakefmt_check_passes():
+    exe = shutil.which("snakefmt")
+    assert exe, "snakefmt is a test dependency (pip install -e '.[test]')"
+    proc = subprocess.run([exe, "--check", "."], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_bad_config_stops_snakemake_with_one_line(tmp_path):
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["experiments"]["skewed"]["pretrain"] = {"hidden_size": 33}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n", configfile=bad, check=False)
+    assert proc.returncode != 0
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("ecoeval: error:")]
+    assert lines == [
+        "ecoeval: error: config key experiments.skewed.pretrain.hidden_size: must be divisible by "
+        "pretrain.num_heads (2), got 33"
+    ]
+    assert not (tmp_path / "results").exists()
