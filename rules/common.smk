@@ -14,6 +14,7 @@ except EcoevalError as exc:
 
 RESULTS = CONFIG["results_dir"]
 EXPERIMENTS = list(CONFIG["experiments"])
+EXPERIMENT_CONFIGS = {e: experiment_config(CONFIG, e) for e in EXPERIMENTS}
 ENV = "../environment.yml"
 
 # sections of the experiment config each stage depends on: a change there reruns the stage
@@ -50,7 +51,7 @@ def stage_params(stage):
     """The experiment's config sections `stage` depends on, as JSON (Snakemake reruns on change)."""
 
     def params(wildcards):
-        cfg = experiment_config(CONFIG, wildcards.experiment)
+        cfg = EXPERIMENT_CONFIGS[wildcards.experiment]
         sub = {k: cfg[k] for k in STAGE_SECTIONS[stage]}
         sub["experiment"] = wildcards.experiment
         # scratch space that survives a failed or killed job (resumable checkpoints)
@@ -90,7 +91,7 @@ def report_params(wildcards):
         {
             "experiments": {e: f"{RESULTS}/{e}" for e in EXPERIMENTS},
             "results_dir": RESULTS,
-            "configs": {e: experiment_config(CONFIG, e) for e in EXPERIMENTS},
+            "configs": EXPERIMENT_CONFIGS,
         },
         sort_keys=True,
     )

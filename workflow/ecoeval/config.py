@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from ecoeval import EcoevalError
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
 
+@functools.lru_cache(maxsize=1)
 def load_schema() -> dict:
+    """The config schema (cached; callers must not mutate it)."""
     with open(SCHEMA_PATH, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
 
