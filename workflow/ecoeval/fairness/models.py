@@ -1,0 +1,71 @@
+"""Loading local Hugging Face models for scoring (safetensors, no remote code, no hub)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ecoeval import EcoevalError
+
+
+def _check_dir(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise EcoevalError(f"{what} {path}: expected a save_pretrained folder with config.json")
+    return path
+
+
+def load_tokenizer(*candidates: Path):
+    """The tokenizer of the first folder that has one (a finetuned folder may lack it)."""
+    from transformers import AutoTokenizer
+
+    errors = []
+    for folder in candidates:
+        try:
+            tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError, TypeError) as exc:
+            errors.append(f"{folder}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        if len(tok) <= 5:
+            errors.append(f"{folder}: tokenizer has only {len(tok)} tokens")
+            continue
+        return tok
+    raise EcoevalError(f"tokenizer {candidates[0]}: no usable tokenizer found ({'; '.join(errors)})")
+
+
+def load_masked_lm(path: Path):
+    """(model, tokenizer) of a local masked LM folder, in eval mode."""
+    from transformers import AutoModelForMaskedLM
+
+    path = _check_dir(path, "masked LM folder")
+    tok = load_tokenizer(path)
+    if tok.mask_token_id is None:
+        raise EcoevalError(f"masked LM folder {path}: the tokenizer has no mask token")
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise EcoevalError(f"masked LM folder {path}: cannot load a masked LM ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return model, tok
+
+
+def load_classifier(path: Path, tokenizer_fallback: Path | None = None):
+    """(model, tokenizer) of a local sequence-classification folder, in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    path = _check_dir(path, "classifier folder")
+    tok = load_tokenizer(*([path, tokenizer_fallback] if tokenizer_fallback else [path]))
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise EcoevalError(f"classifier folder {path}: cannot load a sequence classifier ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return model, tok
+
+
+def max_length(model, tokenizer) -> int:
+    """The longest input the model accepts (position embeddings), capped by the tokenizer's limit."""
+    n = getattr(model.config, "max_position_embeddings", None) or 512
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < n:
+        n = limit
+    return int(n)
