@@ -135,6 +135,12 @@ def _semantic_checks(cfg: dict, prefix: str) -> None:
             fail(f"carbon.scenarios.{i}.hourly_csv", "mode 'hourly' needs hourly_csv")
         if sc["mode"] in ("annual", "hourly") and "region" not in sc:
             fail(f"carbon.scenarios.{i}.region", f"mode {sc['mode']!r} needs a region")
+        if sc["name"] in [s["name"] for s in cfg["carbon"]["scenarios"][:i]]:
+            fail(f"carbon.scenarios.{i}.name", f"scenario names must be unique, {sc['name']!r} is used twice")
+        if sc["mode"] in ("annual", "hourly"):
+            from ecoeval.carbon import region_intensity  # lazy: reads CodeCarbon's data files
+
+            region_intensity(sc["region"], f"config key {prefix + '.' if prefix else ''}carbon.scenarios.{i}.region")
 
 
 def validate(config: dict) -> dict:
