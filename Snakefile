@@ -62,3 +62,33 @@ rule fairness:
 rule report:
     input:
         report_outputs(),
+
+
+# Never lose results (workflow/ecoeval/safety.py): snapshot finished results before any job
+# runs; if the run fails, put back those that Snakemake removed; print the stages' errors.
+import time as _time
+from ecoeval import safety as _safety
+
+_RUN_STARTED = _time.time()
+
+
+onstart:
+    try:
+        _safety.on_start(RESULTS, workflow.persistence.path)
+    except EcoevalError as exc:
+        sys.stderr.write(f"ecoeval: error: {exc}\n")
+        sys.exit(2)
+
+
+onsuccess:
+    _safety.on_success(RESULTS, workflow.persistence.path)
+
+
+onerror:
+    _restored = _safety.on_error(RESULTS, workflow.persistence.path)
+    if _restored:
+        sys.stderr.write(
+            f"ecoeval: the run failed; {len(_restored)} earlier results it had removed were put back\n"
+        )
+    for _line in _safety.failed_job_errors(RESULTS, _RUN_STARTED):
+        sys.stderr.write(_line + "\n")
