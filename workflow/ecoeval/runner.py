@@ -58,13 +58,7 @@ def run_stage(name: str, params: dict, inputs: dict[str, str], outputs: dict[str
     with monitor:
         fn(params, inputs_p, outputs_p, monitor)
     log.info("stage %s done in %.1f s", name, time.perf_counter() - t0)
-    if energy_out is not None:
-        meta = {
-            "stage": name,
-            "experiment": params.get("experiment"),
-            "wall_s": monitor.wall_s,
-            "assumptions": monitor.assumptions,
-            "steps": monitor.steps().to_pylist(),
-            "argv": sys.argv[1:2],
-        }
+    if energy_out is not None and monitor.is_collector:
+        # one collector per node: a follower rank (same job, same node) holds no samples
+        meta = monitor.metadata(stage=name, experiment=params.get("experiment"), argv=sys.argv[1:2])
         write_parquet(monitor.samples(), energy_out, metadata=meta)
