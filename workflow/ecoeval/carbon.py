@@ -145,18 +145,17 @@ def codecarbon_data() -> dict:
     return {
         "version": codecarbon.__version__,
         "mix": mix,
-        "mix_file": "codecarbon/" + mix_path.relative_to(Path(codecarbon.__file__).parent).as_posix(),
+        "mix_file": mix_path.relative_to(Path(codecarbon.__file__).parent).as_posix(),
         "cloud": cloud,
-        "cloud_file": "codecarbon/" + cloud_path.relative_to(Path(codecarbon.__file__).parent).as_posix(),
+        "cloud_file": cloud_path.relative_to(Path(codecarbon.__file__).parent).as_posix(),
     }
 
 
 def _how_to_supply(where: str) -> str:
-    return (
-        f"use an ISO 3166 alpha-3 country code (e.g. USA, FRA) or a cloud region 'gcp:<region>' from CodeCarbon's data, "
-        f"or supply a value: mode fixed with intensity_g_per_kwh, or mode hourly with hourly_csv"
-        + (" (on the command line: --intensity-g-per-kwh)" if where.startswith("--") else "")
-    )
+    known = "use an ISO 3166 alpha-3 country code (e.g. USA, FRA) or a cloud region 'gcp:<region>' from CodeCarbon's data"
+    if where.startswith("--"):
+        return f"{known}, or give the value with --intensity-g-per-kwh"
+    return f"{known}, or supply a value: mode fixed with intensity_g_per_kwh, or mode hourly with hourly_csv"
 
 
 def region_intensity(region: str, where: str = "region") -> Intensity:
