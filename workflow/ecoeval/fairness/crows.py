@@ -157,7 +157,7 @@ def score_pairs(model, tokenizer, pairs: pd.DataFrame, batch_size: int = 64, bat
                     int(truncated.sum()), max_length(model, tokenizer))
     scores = sentence_scores(model, more + less, tokenizer.mask_token_id, batch_size=batch_size, batched=batched)
     n = len(pairs)
-    items = pairs.copy()
+    items = pairs.reset_index(drop=True)
     items["sent_more_score"] = scores[:n]
     items["sent_less_score"] = scores[n:]
     more_r = np.array([round(float(x), 3) for x in scores[:n]])
