@@ -693,7 +693,7 @@ def model_card_blocks(rows: list[dict], scenario: str) -> dict:
         models[r["stage"]] = {
             "model_dir": f"{r['stage']}/model",
             "co2_eq_emissions": {
-                "emissions": round(r["co2e_kg"] * 1000.0, 6),
+                "emissions": r["co2e_kg"] * 1000.0,
                 "source": (
                     f"ecoeval {__version__}: measured energy ({r['methods']}) x PUE {r['pue']:g} x "
                     f"{r['intensity_g_per_kwh']:.1f} gCO2e/kWh ({r['intensity_source']}"
