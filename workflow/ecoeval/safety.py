@@ -30,6 +30,7 @@ import base64
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -42,9 +43,12 @@ NOT_RESULTS = frozenset({"logs", "benchmarks", "work", SNAPSHOT, ".snakemake"})
 log = logging.getLogger("ecoeval.safety")
 
 
+_TEMP = re.compile(r"^\..+\.(tmp(\.\w+)?|old)$")
+
+
 def _is_temp(name: str) -> bool:
     """Temporary names of `ecoeval.io` (``.name.XXXX.tmp``) and its ``.name.old`` folders."""
-    return name.startswith(".") and (".tmp" in name or name.endswith(".old"))
+    return _TEMP.match(name) is not None
 
 
 def _decode_record_name(rel: str) -> str | None:
@@ -192,11 +196,30 @@ class Snapshot:
 
 
 # -- the Snakefile's handlers ---------------------------------------------------------------
+def sweep_temp(results_dir: str | Path) -> list[Path]:
+    """Remove the temporary names (``.name.XXXX.tmp``, ``.name.old``) that killed jobs left.
+
+    Called at the start of a run, when Snakemake holds the working directory's lock, so no
+    job of this workflow is writing. Returns what was removed.
+    """
+    removed = []
+    for root, dirs, files in os.walk(results_dir):
+        if SNAPSHOT in dirs:
+            dirs.remove(SNAPSHOT)
+        for name in [d for d in dirs if _is_temp(d)] + [f for f in files if _is_temp(f)]:
+            path = Path(root) / name
+            _remove(path)
+            removed.append(path)
+        dirs[:] = [d for d in dirs if not _is_temp(d)]
+    return removed
+
+
 def on_start(results_dir: str | Path, persistence_dir: str | Path) -> int:
     snap = Snapshot(results_dir, persistence_dir)
     restored = snap.restore()  # a run before this one was killed before its onerror ran
     if restored:
         log.warning("restored %d results that a killed earlier run had removed: %s", len(restored), ", ".join(restored))
+    sweep_temp(snap.results)
     return snap.take()
 
 
