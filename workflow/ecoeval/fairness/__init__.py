@@ -30,7 +30,7 @@ def _table(rows: list[dict]):
     return pa.Table.from_pylist([{k: r[k] for k in METRIC_COLUMNS} for r in rows], schema=schema)
 
 
-def intrinsic(model_dir: Path, probe: Path, cfg: dict, seed: int) -> tuple[list[dict], "object"]:
+def evaluate_intrinsic(model_dir: Path, probe: Path, cfg: dict, seed: int) -> tuple[list[dict], "object"]:
     """Metric rows and the per-pair items table for a masked LM and a CrowS-Pairs-format probe file."""
     from ecoeval.fairness import coverage, crows, weat
     from ecoeval.fairness.models import load_masked_lm
@@ -53,7 +53,7 @@ def intrinsic(model_dir: Path, probe: Path, cfg: dict, seed: int) -> tuple[list[
     return rows, items
 
 
-def extrinsic(finetuned: Path, pretrained: Path, predictions: Path, classify: Path, cfg: dict, seed: int) -> list[dict]:
+def evaluate_extrinsic(finetuned: Path, pretrained: Path, predictions: Path, classify: Path, cfg: dict, seed: int) -> list[dict]:
     from ecoeval.fairness import extrinsic as ex
     from ecoeval.fairness.models import load_classifier
     from ecoeval.io import read_parquet
@@ -78,8 +78,8 @@ def run(params: dict, inputs: dict, outputs: dict, monitor=None) -> None:
     seed = int(params.get("seed", 0))
     torch.set_num_threads(max(1, int(params.get("threads", 1))))
     torch.manual_seed(seed)
-    rows_in, items = intrinsic(Path(inputs["pretrained"]), Path(inputs["probe"]), cfg, seed)
-    rows_ex = extrinsic(Path(inputs["finetuned"]), Path(inputs["pretrained"]), Path(inputs["predictions"]),
+    rows_in, items = evaluate_intrinsic(Path(inputs["pretrained"]), Path(inputs["probe"]), cfg, seed)
+    rows_ex = evaluate_extrinsic(Path(inputs["finetuned"]), Path(inputs["pretrained"]), Path(inputs["predictions"]),
                         Path(inputs["classify"]), cfg, seed)
     meta = {"experiment": params.get("experiment"), "seed": seed, "fairness": cfg}
     write_parquet(_table(rows_in), outputs["intrinsic"], metadata=meta)
