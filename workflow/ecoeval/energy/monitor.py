@@ -238,9 +238,7 @@ class EnergyMonitor:
         if not self.role.collector:
             return self
         self._tree = src.ProcessTree(self.pid, extra_pids=self.role.peer_pids)
-        self._last_t = 0.0
-        self._last_tree_cpu, _, _ = self._tree.read()
-        self._last_sys = src.system_busy_s()
+        self._pids_seen: set[int] = set()
         self._read(first=True)
         self._thread = threading.Thread(target=self._loop, name="ecoeval-energy", daemon=True)
         self._thread.start()
@@ -255,6 +253,7 @@ class EnergyMonitor:
             self._thread = None
         if self.is_collector:
             self._read()
+            self.assumptions["measured_pids"] = sorted(self._pids_seen)
             if getattr(self, "_nvml", None) is not None:
                 self.assumptions["gpus"] = self._nvml.describe()
                 self._nvml.close()
@@ -327,14 +326,19 @@ class EnergyMonitor:
             except Exception as exc:  # the sampler must never take the stage down
                 self._say(f"energy sampler: {type(exc).__name__}: {exc}; sampling continues")
 
-    def _tick(self, t: float, first: bool) -> src.Tick:
+    def _tick(self, first: bool) -> src.Tick:
         tree_cpu, rss, pids = self._tree.read()
         sys_busy = src.system_busy_s()
+        vm = psutil.virtual_memory()
+        # the time stamp of this read is taken right before the sources read their counters
+        # (listing the process tree can take a while on a loaded machine)
+        t = self._now()
+        if first:
+            self._last_tree_cpu, self._last_sys, self._last_t = tree_cpu, sys_busy, t
         dt = 0.0 if first else max(t - self._last_t, 1e-9)
         d_tree = max(tree_cpu - self._last_tree_cpu, 0.0)
         d_sys = max(sys_busy - self._last_sys, 0.0)
         cap = dt * self._n_cpu
-        vm = psutil.virtual_memory()
         used = max(vm.total - vm.available, 1)
         tick = src.Tick(
             t=t,
@@ -352,15 +356,15 @@ class EnergyMonitor:
             pids=pids,
             first=first,
         )
-        if not first:
-            self._last_tree_cpu, self._last_sys, self._last_t = tree_cpu, sys_busy, t
+        self._pids_seen |= pids
+        self._last_tree_cpu, self._last_sys, self._last_t = tree_cpu, sys_busy, t
         return tick
 
     def _read(self, first: bool = False) -> dict:
         """Read every source now; append rows; return {device/domain: (energy, attributed, method)}."""
         with self._lock:
-            t = self._now()
-            tick = self._tick(t, first)
+            tick = self._tick(first)
+            t = tick.t
             ts = datetime.fromtimestamp(self._wall0 + t, tz=timezone.utc)
             snap = {}
             for s in self._sources:

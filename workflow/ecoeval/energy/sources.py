@@ -518,17 +518,17 @@ class NvmlSource:
         if g.proc_util_ok:
             try:
                 samples = nv.nvmlDeviceGetProcessUtilization(g.handle, g.last_seen_us)
+                total = sum(s.smUtil for s in samples)
                 if samples:
                     g.last_seen_us = max(s.timeStamp for s in samples)
-                    total = sum(s.smUtil for s in samples)
-                    if total > 0:
-                        g.share = sum(s.smUtil for s in samples if s.pid in pids) / total
-                        g.share_basis = "per-process SM utilisation (nvmlDeviceGetProcessUtilization)"
-                return
-            except nv.NVMLError as exc:
-                if exc.value == nv.NVML_ERROR_NOT_FOUND:  # no samples since last_seen: keep the share
+                if total > 0:
+                    g.share = sum(s.smUtil for s in samples if s.pid in pids) / total
+                    g.share_basis = "per-process SM utilisation (nvmlDeviceGetProcessUtilization)"
                     return
-                g.proc_util_ok = False
+            except nv.NVMLError as exc:
+                # NOT_FOUND: no samples since last_seen (nothing ran): fall through to memory
+                if exc.value != nv.NVML_ERROR_NOT_FOUND:
+                    g.proc_util_ok = False
         try:
             procs = nv.nvmlDeviceGetComputeRunningProcesses(g.handle)
         except nv.NVMLError:
@@ -559,8 +559,8 @@ class NvmlSource:
                     except nv.NVMLError as exc:
                         self.warn(f"GPU {g.index}: nvmlDeviceGetTotalEnergyConsumption failed mid-run ({exc}); integrating power from now (method sampled)")
                         g.method = "sampled"
-                        g.last_power_w = nv.nvmlDeviceGetPowerUsage(g.handle) / 1000.0
-                        power = g.last_power_w
+                        g.last_power_w = power = nv.nvmlDeviceGetPowerUsage(g.handle) / 1000.0
+                        g.energy_j += power * tick.dt  # the interval since the last counter read
                 else:
                     power = nv.nvmlDeviceGetPowerUsage(g.handle) / 1000.0
                     if g.last_power_w is not None:
