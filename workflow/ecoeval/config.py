@@ -116,6 +116,10 @@ def _semantic_checks(cfg: dict, prefix: str) -> None:
         fail("tokenize.block_size", f"must be <= pretrain.max_position_embeddings ({p['max_position_embeddings']}), got {t['block_size']}")
     if t["classify_max_length"] > p["max_position_embeddings"]:
         fail("tokenize.classify_max_length", f"must be <= pretrain.max_position_embeddings ({p['max_position_embeddings']}), got {t['classify_max_length']}")
+    for section in ("pretrain", "finetune"):
+        s = cfg[section]
+        if s.get("gpus", 0) > 0 and s.get("nproc", 1) > 1:
+            fail(f"{section}.nproc", f"must be 1 when {section}.gpus is set (gpus = {s['gpus']} already sets the process count), got {s['nproc']}")
     for kind in ("pretrain", "classify", "probe"):
         ds = cfg["data"][kind]
         if ds["source"] != "builtin" and not ds["splits"]:
