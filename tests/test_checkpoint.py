@@ -75,6 +75,7 @@ run(spec["params"], {k: Path(v) for k, v in spec["inputs"].items()}, {k: Path(v)
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch + transformers: ~15-35 s
 def test_sigkill_at_random_step_then_resume_equals_uninterrupted(tmp_path, tokenized, reference, caplog):
     kill_at = random.randint(CKPT["checkpoint_every"] + 1, CKPT["max_steps"] - 5)
     params = pretrain_params(tmp_path, **CKPT)

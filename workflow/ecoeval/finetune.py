@@ -12,30 +12,16 @@ per-example predictions (docs/contracts.md).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from ecoeval import EcoevalError
 from ecoeval import training
-from ecoeval.io import atomic_dir, read_parquet, write_parquet
+from ecoeval.io import read_parquet, write_parquet
 
 log = logging.getLogger("ecoeval.finetune")
 
-NON_TRAJECTORY_KEYS = {"log_every", "checkpoint_every"}
-
-
-def _loss_module():
-    import torch
-
-    class ClassifierLoss(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, labels):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
-
-    return ClassifierLoss
+def classifier_loss(model, input_ids, attention_mask, labels):
+    return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
 
 
 def pad_examples(rows: list[list[int]], pad_id: int):
@@ -86,9 +72,8 @@ def run(params: dict, inputs: dict, outputs: dict, monitor=None) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     cfg = params["finetune"]
-    world = training.world_size_wanted(cfg, "finetune")
-    if world > 1 and not os.environ.get(training.WORKER_ENV):
-        return training.launch_ddp("finetune", params, inputs, outputs, world, monitor)
+    if training.launched_ddp("finetune", params, inputs, outputs, monitor):
+        return None
     dist = training.setup_run(params, "finetune")
 
     table = read_parquet(inputs["tokens"], columns=["id", "split", "label", "group", "input_ids"])
@@ -119,20 +104,13 @@ def run(params: dict, inputs: dict, outputs: dict, monitor=None) -> None:
         return {"input_ids": batch_ids.to(dist.device), "attention_mask": mask.to(dist.device),
                 "labels": labels_t[rows].to(dist.device)}, ntok
 
-    settings = training.TrainSettings(
-        name="finetune", max_steps=cfg["max_steps"], batch_size=cfg["batch_size"], grad_accum=cfg.get("grad_accum", 1),
-        learning_rate=cfg["learning_rate"], weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"],
-        precision=cfg["precision"], log_every=cfg["log_every"], checkpoint_every=cfg["checkpoint_every"],
-        max_grad_norm=cfg.get("max_grad_norm", 1.0), seed=int(params["seed"]),
-    )
-    relevant = {"seed": params["seed"], **{k: v for k, v in cfg.items() if k not in NON_TRAJECTORY_KEYS}}
     model_files = sorted(Path(inputs["model"]).glob("*.safetensors"))
-    chash = training.config_hash("finetune", relevant, [Path(inputs["tokens"]), *model_files], dist.world_size)
-    ckpt = training.Checkpointer(params["work_dir"], chash, cfg["checkpoint_every"], dist)
+    ckpt = training.make_checkpointer("finetune", params, [Path(inputs["tokens"]), *model_files], dist)
     log.info("finetuning %s: %d train examples, %d labels, %d processes on %s",
              type(model).__name__, len(train_rows), num_labels, dist.world_size, dist.device)
 
-    result = training.train(model, _loss_module()(model), make_batch, len(train_rows), settings, dist, monitor, ckpt)
+    result = training.train(model, training.loss_module(model, classifier_loss), make_batch, len(train_rows),
+                            training.settings_from("finetune", params), dist, monitor, ckpt)
 
     if dist.is_main:
         prob, pred = predict(model, ids, lengths, max(cfg["batch_size"], 64), cfg["precision"], dist.device)
@@ -157,12 +135,7 @@ def run(params: dict, inputs: dict, outputs: dict, monitor=None) -> None:
             "pred": pa.array(pred.astype(np.int64), pa.int64()),
             "prob": pa.array(prob, pa.float64()),
         })
-        with atomic_dir(outputs["model"]) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-        write_parquet(result.table(), outputs["log"], metadata={"resumed_from_step": result.resumed_from,
-                                                                "world_size": dist.world_size})
-        write_parquet(metrics, outputs["metrics"], metadata={"world_size": dist.world_size, "device": str(dist.device)})
+        training.write_outputs(outputs, model, tokenizer, result, metrics, dist)
         write_parquet(predictions, outputs["predictions"])
     training.finish(params, dist, result)
     return None

@@ -13,36 +13,23 @@ optimizer, checkpoints and DDP are `ecoeval.training`'s.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from ecoeval import EcoevalError
-from ecoeval.io import atomic_dir, read_parquet, write_parquet
+from ecoeval.io import read_parquet
 from ecoeval import training
 
 log = logging.getLogger("ecoeval.pretrain")
 
-# keys of the pretrain section that do not change the trajectory of training
-NON_TRAJECTORY_KEYS = {"log_every", "checkpoint_every"}
 
-
-def _loss_module():
+def masked_lm_loss(model, input_ids, labels, attention_mask=None):
+    """Mean cross-entropy over the chosen positions; the prediction head sees only those."""
     import torch
 
-    class MaskedLMLoss(torch.nn.Module):
-        """forward(input_ids, labels) -> mean cross-entropy over the masked positions."""
-
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, labels, attention_mask=None):
-            hidden = self.model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            chosen = labels != -100
-            logits = self.model.cls(hidden[chosen])
-            return torch.nn.functional.cross_entropy(logits.float(), labels[chosen])
-
-    return MaskedLMLoss
+    hidden = model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    chosen = labels != -100
+    logits = model.cls(hidden[chosen])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[chosen])
 
 
 def mask_tokens(input_ids, generator, mlm_probability: float, special_ids, mask_id: int, vocab_size: int):
@@ -136,9 +123,8 @@ def run(params: dict, inputs: dict, outputs: dict, monitor=None) -> None:
     from transformers import AutoTokenizer
 
     cfg = params["pretrain"]
-    world = training.world_size_wanted(cfg, "pretrain")
-    if world > 1 and not os.environ.get(training.WORKER_ENV):
-        return training.launch_ddp("pretrain", params, inputs, outputs, world, monitor)
+    if training.launched_ddp("pretrain", params, inputs, outputs, monitor):
+        return None
     dist = training.setup_run(params, "pretrain")
 
     tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"], local_files_only=True, trust_remote_code=False)
@@ -167,22 +153,15 @@ def run(params: dict, inputs: dict, outputs: dict, monitor=None) -> None:
         return {"input_ids": inputs_ids.to(dist.device, non_blocking=True),
                 "labels": labels.to(dist.device, non_blocking=True)}, tokens_per_batch
 
-    settings = training.TrainSettings(
-        name="pretrain", max_steps=cfg["max_steps"], batch_size=cfg["batch_size"], grad_accum=cfg["grad_accum"],
-        learning_rate=cfg["learning_rate"], weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"],
-        precision=cfg["precision"], log_every=cfg["log_every"], checkpoint_every=cfg["checkpoint_every"],
-        max_grad_norm=cfg.get("max_grad_norm", 1.0), seed=int(params["seed"]),
-    )
-    relevant = {"seed": params["seed"], **{k: v for k, v in cfg.items() if k not in NON_TRAJECTORY_KEYS}}
     init_files = sorted(Path(cfg["init_checkpoint"]).glob("*.safetensors")) if cfg.get("init_checkpoint") else []
-    chash = training.config_hash("pretrain", relevant, [Path(inputs["tokens"]), *init_files], dist.world_size)
-    ckpt = training.Checkpointer(params["work_dir"], chash, cfg["checkpoint_every"], dist)
-    loss_module = _loss_module()(model)
+    ckpt = training.make_checkpointer("pretrain", params, [Path(inputs["tokens"]), *init_files], dist)
+    loss_module = training.loss_module(model, masked_lm_loss)
     n_params = training.count_params(model)
     log.info("model: %d parameters; %d train blocks of %d tokens; %d processes on %s",
              n_params, len(train_blocks), block_size, dist.world_size, dist.device)
 
-    result = training.train(model, loss_module, make_batch, len(train_blocks), settings, dist, monitor, ckpt)
+    result = training.train(model, loss_module, make_batch, len(train_blocks), training.settings_from("pretrain", params),
+                            dist, monitor, ckpt)
 
     if dist.is_main:
         eval_loss = evaluate(loss_module, blocks["validation"], cfg["batch_size"], int(params["seed"]),
@@ -194,12 +173,7 @@ def run(params: dict, inputs: dict, outputs: dict, monitor=None) -> None:
             "value": pa.array([eval_loss, training.perplexity(eval_loss), float(result.step[-1]), float(result.tokens[-1]),
                                result.wall_s[-1], float(n_params), result.step_time_s], pa.float64()),
         })
-        with atomic_dir(outputs["model"]) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-        write_parquet(result.table(), outputs["log"], metadata={"resumed_from_step": result.resumed_from,
-                                                                "world_size": dist.world_size})
-        write_parquet(metrics, outputs["metrics"], metadata={"world_size": dist.world_size, "device": str(dist.device)})
+        training.write_outputs(outputs, model, tokenizer, result, metrics, dist)
     training.finish(params, dist, result)
     return None
 

@@ -391,6 +391,60 @@ class Checkpointer:
         barrier(self.dist)
 
 
+def launched_ddp(stage: str, params: dict, inputs: dict, outputs: dict, monitor) -> bool:
+    """In the parent of a multi-process run: launch torchrun, wait, return True."""
+    world = world_size_wanted(params[stage], stage)
+    if world > 1 and os.environ.get(WORKER_ENV) != "1":
+        launch_ddp(stage, params, inputs, outputs, world, monitor)
+        return True
+    return False
+
+
+def make_checkpointer(stage: str, params: dict, input_files: list[Path], dist: Dist) -> "Checkpointer":
+    """The stage's checkpointer, keyed by the seed, the section (minus logging keys) and inputs."""
+    cfg = params[stage]
+    relevant = {"seed": params["seed"], **{k: v for k, v in cfg.items() if k not in ("log_every", "checkpoint_every")}}
+    chash = config_hash(stage, relevant, input_files, dist.world_size)
+    return Checkpointer(params["work_dir"], chash, cfg["checkpoint_every"], dist)
+
+
+def settings_from(stage: str, params: dict) -> "TrainSettings":
+    cfg = params[stage]
+    return TrainSettings(
+        name=stage, max_steps=cfg["max_steps"], batch_size=cfg["batch_size"], grad_accum=cfg.get("grad_accum", 1),
+        learning_rate=cfg["learning_rate"], weight_decay=cfg["weight_decay"], warmup_steps=cfg["warmup_steps"],
+        precision=cfg["precision"], log_every=cfg["log_every"], checkpoint_every=cfg["checkpoint_every"],
+        max_grad_norm=cfg.get("max_grad_norm", 1.0), seed=int(params["seed"]),
+    )
+
+
+def loss_module(model, loss_fn: Callable):
+    """A Module whose forward(**batch) is loss_fn(model, **batch): what DDP wraps and the loop calls."""
+    import torch
+
+    class LossModule(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, **batch):
+            return loss_fn(self.model, **batch)
+
+    return LossModule()
+
+
+def write_outputs(outputs: dict, model, tokenizer, result: "TrainResult", metrics, dist: Dist) -> None:
+    """Rank 0: the save_pretrained folder (safetensors + tokenizer), log.parquet, metrics.parquet."""
+    from ecoeval.io import write_parquet
+
+    with atomic_dir(outputs["model"]) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    write_parquet(result.table(), outputs["log"], metadata={"resumed_from_step": result.resumed_from,
+                                                            "world_size": dist.world_size})
+    write_parquet(metrics, outputs["metrics"], metadata={"world_size": dist.world_size, "device": str(dist.device)})
+
+
 # -- the loop --------------------------------------------------------------------------------
 
 
