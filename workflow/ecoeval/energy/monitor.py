@@ -156,6 +156,8 @@ class EnergyMonitor:
         self._node_group = _job_group() if node_group == "auto" else node_group
         self.assumptions: dict = {}
         self.wall_s = 0.0
+        self.read_busy_s = 0.0  # time spent reading sources (the monitor's own cost)
+        self.n_reads = 0
         self._rows: list[tuple] = []
         self._steps: list[list] = []
         self._windows: dict[str, tuple[float, dict]] = {}
@@ -239,6 +241,7 @@ class EnergyMonitor:
             return self
         self._tree = src.ProcessTree(self.pid, extra_pids=self.role.peer_pids)
         self._pids_seen: set[int] = set()
+        self._vm_next = 0.0
         self._read(first=True)
         self._thread = threading.Thread(target=self._loop, name="ecoeval-energy", daemon=True)
         self._thread.start()
@@ -254,6 +257,8 @@ class EnergyMonitor:
         if self.is_collector:
             self._read()
             self.assumptions["measured_pids"] = sorted(self._pids_seen)
+            self.assumptions["monitor_read_busy_s"] = round(self.read_busy_s, 6)
+            self.assumptions["monitor_reads"] = self.n_reads
             if getattr(self, "_nvml", None) is not None:
                 self.assumptions["gpus"] = self._nvml.describe()
                 self._nvml.close()
@@ -329,7 +334,10 @@ class EnergyMonitor:
     def _tick(self, first: bool) -> src.Tick:
         tree_cpu, rss, pids = self._tree.read()
         sys_busy = src.system_busy_s()
-        vm = psutil.virtual_memory()
+        now = time.monotonic()
+        if now >= self._vm_next:  # memory moves slowly; /proc/meminfo is the costliest read
+            self._vm, self._vm_next = psutil.virtual_memory(), now + 1.0
+        vm = self._vm
         # the time stamp of this read is taken right before the sources read their counters
         # (listing the process tree can take a while on a loaded machine)
         t = self._now()
@@ -363,6 +371,7 @@ class EnergyMonitor:
     def _read(self, first: bool = False) -> dict:
         """Read every source now; append rows; return {device/domain: (energy, attributed, method)}."""
         with self._lock:
+            t_read = time.perf_counter()
             tick = self._tick(first)
             t = tick.t
             ts = datetime.fromtimestamp(self._wall0 + t, tz=timezone.utc)
@@ -371,6 +380,8 @@ class EnergyMonitor:
                 for r in s.read(tick):
                     self._rows.append((t, ts, r.device, r.domain, r.energy_j, r.power_w, r.utilization, r.method, self._step, r.attributed_j))
                     snap[f"{r.device}/{r.domain}"] = (r.energy_j, r.attributed_j, r.method)
+            self.read_busy_s += time.perf_counter() - t_read
+            self.n_reads += 1
             return snap
 
     # -- results ----------------------------------------------------------------------
