@@ -1,11 +1,3 @@
-def report_io(wildcards, output, threads):
-    """The report's outputs and threads as JSON; it reads its inputs from params' result folders."""
-    return json.dumps(
-        {"input": {}, "output": dict(output.items()), "threads": threads},
-        sort_keys=True,
-    )
-
-
 rule run_report:
     """One HTML page, a Markdown twin, summary.parquet, figures and model cards across experiments."""
     input:
@@ -71,6 +63,9 @@ rule run_report:
         runtime=res("report", "runtime"),
     params:
         cfg=report_params,
-        io=report_io,
+        # outputs only: the stage reads its inputs from the folders in cfg (lists do not fit --io)
+        io=lambda wildcards, output, threads: json.dumps(
+            {"input": {}, "output": dict(output.items()), "threads": threads}
+        ),
     shell:
         "ecoeval stage report --params {params.cfg:q} --io {params.io:q} > {log:q} 2>&1"

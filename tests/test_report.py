@@ -101,7 +101,7 @@ def make_experiment(folder: Path, name: str, rate: float, seed: int) -> None:
                                 "embodied_source": "test", "embodied_co2e_kg": co2 * 0.25, "total_co2e_kg": co2 * 1.25,
                                 "electricity_usd_per_kwh": 0.15, "cost_usd": kwh * pue * 0.15})
     carbon = pd.DataFrame(carbon_rows).astype({"intensity_year": "Int64"})
-    write_parquet(carbon, folder / "carbon" / "carbon.parquet")
+    write_parquet(carbon, folder / "carbon" / "carbon.parquet", metadata={"energy_basis": "attributed"})
     if name == "skewed":  # the other experiment exercises the fallback from carbon.parquet
         block = {"source": "ecoeval", "geographical_location": "USA", "hardware_used": "cpu"}
         write_json({"scenario": "us", "models": {
@@ -211,6 +211,7 @@ def test_summary_numbers_trace_back_to_the_stage_files(built):
         first = carbon[carbon["scenario"] == "us"]
         assert s.loc[name, "energy_j"] == pytest.approx(energy["energy_j"].sum())
         assert s.loc[name, "energy_method"] == "estimate"
+        assert s.loc[name, "energy_basis"] == "attributed"
         assert s.loc[name, "co2e_scenario"] == "us"
         assert s.loc[name, "co2e_kg"] == pytest.approx(first["co2e_kg"].sum())
         assert s.loc[name, "co2e_kg_low"] == pytest.approx(first["co2e_kg_low"].sum())
@@ -363,6 +364,21 @@ def test_regenerating_from_stored_parquet_gives_the_same_report(built, tmp_path)
     assert (out / "report.md").read_text() == outputs["markdown"].read_text()
     assert (out / "report.html").read_text() == outputs["html"].read_text()
     assert (out / "summary.parquet").read_bytes() == outputs["summary"].read_bytes()
+
+
+def test_stage_run_keeps_the_config_order(built, tmp_path):
+    """`run` (what `ecoeval stage report` calls) restores the config order the params JSON sorted away."""
+    from ecoeval.report import run
+
+    root, folders, _, _ = built
+    outputs = report_outputs(tmp_path)
+    params = {"experiments": dict(sorted((k, str(v)) for k, v in folders.items())), "experiment_order": ["skewed", "balanced"],
+              "configs": CONFIGS, "results_dir": str(root), "threads": 1}
+    run(params, {}, {k: outputs[k] for k in ("summary", "html", "markdown", "figures", "cards")}, None)
+    assert list(read_parquet(outputs["summary"]).column("experiment").to_pylist()) == ["skewed", "balanced"]
+    assert (outputs["cards"] / "balanced" / "finetune" / "README.md").is_file()
+    with pytest.raises(EcoevalError, match="params.experiments: expected a mapping"):
+        run({"experiments": {}}, {}, outputs, None)
 
 
 def test_missing_core_file_is_one_clear_error(tmp_path):

@@ -79,10 +79,12 @@ def build_report(
     )
 
     with atomic_dir(outputs["figures"]) as tmp:
+        _readable(tmp)
         for key, png in figures.items():
             if png is not None:
                 (tmp / f"{key}.png").write_bytes(png)
     with atomic_dir(outputs["cards"]) as tmp:
+        _readable(tmp)
         for x, row in zip(exps, summary.to_dict("records")):
             write_cards(x, row, tmp, into_model_folders=model_folders)
     figures_rel = Path(os.path.relpath(outputs["figures"], outputs["markdown"].parent)).as_posix()
@@ -97,6 +99,13 @@ def build_report(
     write_parquet(summary, outputs["summary"], metadata=meta)
     log.info("report: %d experiments, %d figures -> %s", len(exps), sum(v is not None for v in figures.values()), outputs["html"])
     return content
+
+
+def _readable(folder: Path) -> None:
+    """A temporary folder is private (0700); the output folder gets the usual mode (0777 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
 
 
 def _metrics_table(exps, pd):
@@ -115,6 +124,9 @@ def run(params: dict, inputs: dict[str, Path], outputs: dict[str, Path], monitor
     experiments = params.get("experiments")
     if not isinstance(experiments, dict) or not experiments:
         raise EcoevalError("params.experiments: expected a mapping of experiment name -> results folder")
+    # the params JSON has sorted keys; `experiment_order` (config order), where given, restores it
+    order = [e for e in params.get("experiment_order") or [] if e in experiments]
+    experiments = {e: experiments[e] for e in order + [e for e in experiments if e not in order]}
     missing = [k for k in ("summary", "html", "markdown") if k not in outputs]
     if missing:
         raise EcoevalError(f"report outputs: missing {missing} (rule run_report in rules/report.smk)")

@@ -202,6 +202,7 @@ def summary_row(exp: Experiment) -> dict:
         "energy_j": float(e["energy_j"].sum()),
         "attributed_energy_j": float(e["attributed_energy_j"].sum()) if "attributed_energy_j" in e else math.nan,
         "energy_method": _methods(e["method"]),
+        "energy_basis": exp.carbon_meta.get("energy_basis"),
         "co2e_scenario": scenario,
     }
     for col in ("co2e_kg", "co2e_kg_low", "co2e_kg_high", "embodied_co2e_kg", "total_co2e_kg", "cost_usd", "energy_kwh_facility"):
@@ -255,14 +256,14 @@ def formula_table(exps: list[Experiment]) -> pd.DataFrame:
             if f.empty:
                 continue
             measured = float(g["energy_j"].sum())
-            # formula columns repeat on every device row of a stage, or sit on one row each
-            formula = float(f["formula_energy_j"].iloc[0]) if f["formula_energy_j"].nunique() == 1 else float(f["formula_energy_j"].sum())
+            # formula columns sit on each device's row (N x T x that device's P): sum over devices
+            formula = float(f["formula_energy_j"].sum())
             rows.append({
                 "experiment": x.name,
                 "stage": stage,
                 "formula_steps": _int(float(f["formula_steps"].iloc[0])) if "formula_steps" in f else None,
                 "formula_step_time_s": float(f["formula_step_time_s"].iloc[0]) if "formula_step_time_s" in f else math.nan,
-                "formula_power_w": float(f["formula_power_w"].iloc[0]) if f["formula_power_w"].nunique() == 1 else float(f["formula_power_w"].sum()),
+                "formula_power_w": float(f["formula_power_w"].sum()),
                 "formula_energy_j": formula,
                 "measured_energy_j": measured,
                 "measured_method": _methods(g["method"]),

@@ -111,8 +111,7 @@ def formula_vs_measured(exps: list[Experiment], summary: pd.DataFrame):
             g = e[e["stage"] == stage]
             f = g["formula_energy_j"].dropna()
             if len(f):
-                formula = float(f.iloc[0]) if f.nunique() == 1 else float(f.sum())
-                rows.append((f"{x.name}\n{stage}", float(g["energy_j"].sum()), formula, "+".join(sorted(set(g["method"])))))
+                rows.append((f"{x.name}\n{stage}", float(g["energy_j"].sum()), float(f.sum()), "+".join(sorted(set(g["method"])))))
     if not rows:
         return None
     fig, axes = _subplots(1, width=max(2.0 * len(rows), 5.0))
@@ -202,7 +201,8 @@ def embodied_share(exps: list[Experiment], summary: pd.DataFrame):
         ax.text(p, o + e, f"{share:.0%}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(pos, labels, fontsize=7)
     ax.set_ylabel("CO2e (g); label: embodied share")
-    ax.legend(fontsize=7)
+    ax.set_ylim(0, 1.3 * max(o + e for o, e in zip(op, emb)))
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
     return fig
 
 
@@ -328,11 +328,11 @@ def pareto(exps: list[Experiment], summary: pd.DataFrame):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     colors = _colors(list(summary["experiment"]))
-    for r in s.itertuples():
+    for i, r in enumerate(s.itertuples()):
         x = r.co2e_kg * G_PER_KG
         xerr = [[max(x - r.co2e_kg_low * G_PER_KG, 0)], [max(r.co2e_kg_high * G_PER_KG - x, 0)]]
         ax.errorbar([x], [r.finetune_accuracy], xerr=xerr, fmt="o", color=colors[r.experiment], capsize=3, label=r.experiment)
-        ax.annotate(r.experiment, (x, r.finetune_accuracy), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.annotate(r.experiment, (x, r.finetune_accuracy), textcoords="offset points", xytext=(5, 5 + 11 * i), fontsize=8)
     # Pareto front: no other experiment has both less CO2e and higher accuracy
     pts = sorted(zip(s["co2e_kg"] * G_PER_KG, s["finetune_accuracy"]))
     front, best = [], -math.inf

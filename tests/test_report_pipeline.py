@@ -1,0 +1,95 @@
+"""The report inside the real pipeline: tiny config through Snakemake, then the report's own checks.
+
+- model cards land in every model folder and Snakemake then has nothing to do (`-n`);
+- `snakemake --report` packs the report() outputs with captions and categories;
+- `ecoeval report` rebuilds the same tables from the stored files alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+STAGE_MODULES = ["ecoeval.data", "ecoeval.tokenize", "ecoeval.pretrain", "ecoeval.finetune", "ecoeval.energy",
+                 "ecoeval.carbon", "ecoeval.fairness"]
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(TINY), "--cores", "2", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+    if proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(workdir.glob("results/**/logs/*.log")))
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}\n{logs}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    missing = [m for m in STAGE_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"pipeline stages not installed yet: {missing}")
+    work = tmp_path_factory.mktemp("report_pipeline")
+    snakemake(work)
+    return work
+
+
+def test_model_cards_in_every_model_folder_and_nothing_left_to_do(run):
+    from huggingface_hub import ModelCard
+
+    results = run / "results"
+    for exp in ("skewed", "balanced"):
+        blocks = json.loads((results / exp / "carbon" / "co2_eq_emissions.json").read_text())
+        for stage in ("pretrain", "finetune"):
+            card = ModelCard.load(results / exp / stage / "model" / "README.md")
+            assert card.data.co2_eq_emissions == blocks["models"][stage]["co2_eq_emissions"]
+            assert card.data.datasets and card.data.metrics
+            copy = results / "report" / "model_cards" / exp / stage / "README.md"
+            assert copy.read_text() == (results / exp / stage / "model" / "README.md").read_text()
+    dry = snakemake(run, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
+
+
+def test_summary_and_pages_from_the_real_stages(run):
+    from ecoeval.report.plots import PLOTS
+
+    results = run / "results"
+    summary = pd.read_parquet(results / "report" / "summary.parquet")
+    assert sorted(summary["experiment"]) == ["balanced", "skewed"]
+    assert summary[["energy_j", "co2e_kg", "finetune_accuracy", "crows_pairs_score", "model_params"]].notna().all().all()
+    assert (summary["co2e_kg_low"] <= summary["co2e_kg"]).all() and (summary["co2e_kg"] <= summary["co2e_kg_high"]).all()
+    html = (results / "report" / "report.html").read_text()
+    assert html.count('<img src="data:image/png;base64,') == len(PLOTS), "a plot had nothing to draw on real results"
+    assert sorted(p.name for p in (results / "report" / "figures").iterdir()) == sorted(f"{p.key}.png" for p in PLOTS)
+
+
+def test_snakemake_report_packs_captioned_outputs(run):
+    out = run / "report.html"
+    snakemake(run, "--report", str(out))
+    text = out.read_text()
+    # the categories, every captioned output and its caption text are embedded in the one file
+    for needle in ("Figures", "report.md", "summary.parquet", "pareto.png", "training_curves.png",
+                   "It opens offline", "cell for cell"):
+        assert needle in text, needle
+
+
+def test_regenerated_report_has_the_same_tables(run, tmp_path):
+    from ecoeval.cli import main
+
+    results = run / "results"
+    assert main(["report", "--results", str(results), "--out", str(tmp_path)]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(results / "report" / "summary.parquet"), pd.read_parquet(tmp_path / "summary.parquet"))
+    assert (tmp_path / "report.md").read_text() == (results / "report" / "report.md").read_text()
+    assert (tmp_path / "report.html").read_text() == (results / "report" / "report.html").read_text()
