@@ -25,7 +25,7 @@ STAGE_SECTIONS = {
     "finetune": ["seed", "finetune", "tokenize", "energy"],
     "energy": ["energy"],
     "carbon": ["carbon", "energy"],
-    "fairness": ["seed", "fairness", "energy"],
+    "fairness": ["seed", "fairness", "tokenize", "energy"],
     "report": ["carbon"],
 }
 
