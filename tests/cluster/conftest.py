@@ -1,0 +1,29 @@
+"""The one-node SLURM cluster fixture (tests/cluster/slurm_up.sh), for any test that submits jobs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SLURM_UP = Path(__file__).resolve().parent / "slurm_up.sh"
+
+# options for a cluster without an accounting database or accounts, polled often
+SLURM_ARGS = (
+    "--slurm-status-command", "squeue",
+    "--slurm-init-seconds-before-status-checks", "2",
+    "--slurm-no-account",
+)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """Bring the test cluster up (installing SLURM as root if needed); return `sinfo`'s line."""
+    if shutil.which("sbatch") is None and os.geteuid() != 0:
+        pytest.skip("SLURM is not installed and installing it needs root")
+    proc = subprocess.run(["bash", str(SLURM_UP)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{SLURM_UP} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stderr.strip().splitlines()[-1]
