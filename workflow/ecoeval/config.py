@@ -120,18 +120,11 @@ def _semantic_checks(cfg: dict, prefix: str) -> None:
         s = cfg[section]
         if s.get("gpus", 0) > 0 and s.get("nproc", 1) > 1:
             fail(f"{section}.nproc", f"must be 1 when {section}.gpus is set (gpus = {s['gpus']} already sets the process count), got {s['nproc']}")
-    for kind in ("pretrain", "classify", "probe"):
-        ds = cfg["data"][kind]
-        if ds["source"] != "builtin" and not ds["splits"]:
-            fail(f"data.{kind}.splits", f"source {ds['source']!r} needs at least one split (split name -> location)")
-        if ds["source"] == "url":
-            for split in ds["splits"]:
-                if split not in ds["sha256"]:
-                    fail(f"data.{kind}.sha256.{split}", "url sources need a sha256 for every split")
-        if ds["source"] == "hf" and not ds["hf"].get("name"):
-            fail(f"data.{kind}.hf.name", "hf sources need a dataset name")
-        if ds["source"] == "hf" and not ds["hf"].get("revision"):
-            fail(f"data.{kind}.hf.revision", "hf sources need a pinned revision (commit hash or tag)")
+    from ecoeval.data import KINDS, dataset_problems
+
+    for kind in KINDS:
+        for path, msg in dataset_problems(kind, cfg["data"][kind]):
+            fail(path, msg)
     for i, sc in enumerate(cfg["carbon"]["scenarios"]):
         if sc["mode"] == "fixed" and "intensity_g_per_kwh" not in sc:
             fail(f"carbon.scenarios.{i}.intensity_g_per_kwh", "mode 'fixed' needs intensity_g_per_kwh")
