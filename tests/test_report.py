@@ -402,3 +402,21 @@ def test_cli_rejects_unknown_experiment(built, tmp_path, capsys):
     assert main(["report", "--results", str(root), "--out", str(tmp_path), "--experiments", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--experiments: ['nope'] not found" in err
+
+
+def test_hf_and_local_data_sources_in_provenance_and_cards(tmp_path):
+    from ecoeval.report import collect
+    from ecoeval.report.cards import _datasets
+
+    folders = make_results(tmp_path)
+    exp = collect.load_experiment("skewed", folders["skewed"], CONFIGS["skewed"])
+    exp.provenance = {
+        "pretrain": {"source": "hf", "license": "cc-by-sa-3.0", "files": [
+            {"split": "train", "location": "hf://datasets/Salesforce/wikitext@b08601e", "split_spec": "train[:1000]"}]},
+        "classify": {"source": "local", "license": "unknown", "files": [
+            {"split": "train", "location": "/data/sst2/train.tsv", "sha256": "ab" * 32}]},
+    }
+    assert _datasets(exp, "finetune") == ["Salesforce/wikitext", "train.tsv"]
+    p = collect.provenance_table([exp], ENVIRONMENT).set_index("item")["value"]
+    assert p["data.pretrain.location"] == "hf://datasets/Salesforce/wikitext@b08601e (split train[:1000])"
+    assert p["data.classify.sha256"] == f"{'ab' * 32} (/data/sst2/train.tsv)"

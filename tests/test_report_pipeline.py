@@ -81,7 +81,7 @@ def test_snakemake_report_packs_captioned_outputs(run):
     text = out.read_text()
     # the categories, every captioned output and its caption text are embedded in the one file
     for needle in ("Figures", "report.md", "summary.parquet", "pareto.png", "training_curves.png",
-                   "It opens offline", "cell for cell"):
+                   "it opens offline", "cell for cell"):
         assert needle in text, needle
 
 

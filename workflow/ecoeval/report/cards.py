@@ -32,12 +32,13 @@ def _datasets(exp: Experiment, stage: str) -> list[str]:
     for kind in kinds:
         rec = exp.provenance.get(kind) or {}
         src = rec.get("source", "unknown")
-        if src == "hf":
-            names.append(str(rec.get("name") or rec.get("hf", {}).get("name") or "hf"))
+        files = rec.get("files") or []
+        if src == "hf":  # location hf://datasets/<name>@<revision>
+            loc = str(files[0].get("location", "")) if files else ""
+            names.append(loc.removeprefix("hf://datasets/").split("@")[0] or f"hf-{kind}")
         elif src == "builtin":
             names.append(f"ecoeval-builtin-{kind}")
         else:
-            files = rec.get("files") or []
             names.append(Path(str(files[0].get("location"))).name if files else f"{src}-{kind}")
     return list(dict.fromkeys(names))
 

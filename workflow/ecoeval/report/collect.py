@@ -398,7 +398,10 @@ def provenance_table(exps: list[Experiment], environment: dict) -> pd.DataFrame:
                 continue
             rows.append((x.name, f"data.{kind}.source", rec.get("source")))
             for f in rec.get("files") or []:
-                rows.append((x.name, f"data.{kind}.sha256", f"{f.get('sha256')} ({f.get('location')})"))
+                if f.get("sha256"):
+                    rows.append((x.name, f"data.{kind}.sha256", f"{f['sha256']} ({f.get('location')})"))
+                else:  # a Hugging Face dataset: pinned by its revision in the location
+                    rows.append((x.name, f"data.{kind}.location", f"{f.get('location')} (split {f.get('split_spec', f.get('split'))})"))
             if "license" in rec:
                 rows.append((x.name, f"data.{kind}.license", rec["license"]))
             if "rows" in rec:
