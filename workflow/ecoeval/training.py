@@ -224,7 +224,7 @@ class Sampler:
 # -- optimizer and schedule ------------------------------------------------------------------
 
 
-def make_optimizer(model, lr: float, weight_decay: float, device):
+def make_optimizer(model, lr: float, weight_decay: float):
     """AdamW without decay on biases and LayerNorm weights (as BERT and HF Trainer do)."""
     import torch
 
@@ -506,7 +506,7 @@ def train(model, loss_module, make_batch: Callable, n_examples: int, s: TrainSet
     """
     import torch
 
-    optimizer = make_optimizer(model, s.learning_rate, s.weight_decay, dist.device)
+    optimizer = make_optimizer(model, s.learning_rate, s.weight_decay)
     scheduler = make_scheduler(optimizer, s.warmup_steps, s.max_steps)
     sampler = Sampler(n_examples, s.batch_size, s.seed, dist.rank, dist.world_size)
     data_gen = torch.Generator().manual_seed(s.seed * 7919 + 17 + dist.rank)
