@@ -11,13 +11,6 @@ import pytest
 
 SLURM_UP = Path(__file__).resolve().parent / "slurm_up.sh"
 
-# options for a cluster without an accounting database or accounts, polled often
-SLURM_ARGS = (
-    "--slurm-status-command", "squeue",
-    "--slurm-init-seconds-before-status-checks", "2",
-    "--slurm-no-account",
-)
-
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> str:

@@ -17,6 +17,13 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "tests" / "configs"
 PROFILES = REPO / "workflow" / "profiles"
 
+# options for the test cluster: no accounting database and no accounts; polled often
+SLURM_ARGS = (
+    "--slurm-status-command", "squeue",
+    "--slurm-init-seconds-before-status-checks", "2",
+    "--slurm-no-account",
+)
+
 # folders under results/ that describe the latest attempt rather than hold results
 ATTEMPT_DIRS = {"logs", "benchmarks", ".ecoeval-snapshot"}
 

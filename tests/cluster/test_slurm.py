@@ -10,8 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.conftest import SLURM_ARGS
-from cluster.harness import PROFILES, env, load_config, snakemake
+from cluster.harness import PROFILES, SLURM_ARGS, env, load_config, snakemake
 
 pytestmark = pytest.mark.cluster
 
@@ -95,3 +94,48 @@ def test_pipeline_on_slurm_equals_local_run(slurm_cluster, tmp_path):
     for rule in ("run_download", "run_tokenize", "run_pretrain", "run_finetune", "run_fairness",
                  "run_energy", "run_carbon", "run_report"):
         assert f"rule {rule}:" in log and "submitted with SLURM jobid" in log, rule
+
+
+@pytest.mark.slow
+def test_scancelled_pretrain_resumes_from_checkpoint_with_same_weights(slurm_cluster, tmp_path):
+    """A pretraining job cancelled with `scancel` resumes from its last checkpoint when rerun,
+    and ends with the same weights as an uninterrupted local run."""
+    import shutil
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    from cluster.harness import snakemake_cmd
+    from ecoeval.io import read_metadata
+
+    cfg = load_config("faults")
+    cfg["pretrain"].update(max_steps=1000, checkpoint_every=25, log_every=25)
+    cut, whole = tmp_path / "cut", tmp_path / "whole"
+    snakemake(cut, "tokenize", config=cfg)
+    shutil.copytree(cut, whole, symlinks=True)
+
+    proc = subprocess.Popen(snakemake_cmd(cut, "pretrain", *SLURM_ARGS, "--retries", "0", config=cfg, profile="slurm"),
+                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    meta = cut / "results" / "e1" / "work" / "pretrain" / "checkpoint" / "meta.json"
+    deadline = time.time() + 900
+    while not meta.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert meta.is_file(), "no checkpoint appeared before the job ended"
+    jobs = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True).stdout.splitlines()
+    pretrain_jobs = [line.split()[0] for line in jobs if "run_pretrain" in line]
+    assert pretrain_jobs, f"pretrain job not in squeue: {jobs}"
+    subprocess.run(["scancel", *pretrain_jobs], check=True)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0, "snakemake should report the cancelled job"
+    assert not (cut / "results" / "e1" / "pretrain" / "model").exists()
+
+    snakemake(cut, "pretrain", *SLURM_ARGS, config=cfg, profile="slurm", timeout=1200)
+    snakemake(whole, "pretrain", config=cfg, timeout=1200)
+    resumed = read_metadata(cut / "results" / "e1" / "pretrain" / "log.parquet")["resumed_from_step"]
+    assert 0 < resumed < 1000, resumed
+    a = load_file(cut / "results" / "e1" / "pretrain" / "model" / "model.safetensors")
+    b = load_file(whole / "results" / "e1" / "pretrain" / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
