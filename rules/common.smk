@@ -86,12 +86,15 @@ def res(stage, key):
 
 
 def report_params(wildcards):
-    """The report reads every experiment's results folder; it gets their names and folders."""
+    """The report reads every experiment's results folder: their names, folders, order and
+    the validated config (base + overrides; the report merges each experiment itself, which
+    keeps this argument small for large grids)."""
     return json.dumps(
         {
             "experiments": {e: f"{RESULTS}/{e}" for e in EXPERIMENTS},
+            "experiment_order": EXPERIMENTS,
             "results_dir": RESULTS,
-            "configs": EXPERIMENT_CONFIGS,
+            "config": CONFIG,
         },
         sort_keys=True,
     )

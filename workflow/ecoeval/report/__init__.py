@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from ecoeval import EcoevalError
+from ecoeval.config import experiment_config
 
 log = logging.getLogger("ecoeval.report")
 
@@ -120,7 +121,9 @@ def _metrics_table(exps, pd):
 
 
 def run(params: dict, inputs: dict[str, Path], outputs: dict[str, Path], monitor) -> None:
-    """Pipeline stage: params `experiments` (name -> results folder), `configs`; writes every output."""
+    """Pipeline stage: params `experiments` (name -> results folder), `experiment_order`, and
+    `config` (the validated config; each experiment's is merged here) or `configs` (name ->
+    merged config); writes every output."""
     experiments = params.get("experiments")
     if not isinstance(experiments, dict) or not experiments:
         raise EcoevalError("params.experiments: expected a mapping of experiment name -> results folder")
@@ -130,7 +133,10 @@ def run(params: dict, inputs: dict[str, Path], outputs: dict[str, Path], monitor
     missing = [k for k in ("summary", "html", "markdown") if k not in outputs]
     if missing:
         raise EcoevalError(f"report outputs: missing {missing} (rule run_report in rules/report.smk)")
-    build_report(experiments, outputs, configs=params.get("configs"), model_folders=True)
+    configs = params.get("configs")
+    if configs is None and params.get("config"):
+        configs = {e: experiment_config(params["config"], e) for e in experiments if e in params["config"]["experiments"]}
+    build_report(experiments, outputs, configs=configs, model_folders=True)
 
 
 # -- the command -------------------------------------------------------------------------
@@ -161,7 +167,7 @@ def _cmd_report(args) -> int:
         order = prev.get("experiment_order") or []
         names = [n for n in order if n in found] + [n for n in found if n not in order]
     if args.config:
-        from ecoeval.config import experiment_config, load_config
+        from ecoeval.config import load_config
 
         cfg = load_config(args.config)
         configs = {n: experiment_config(cfg, n) for n in names if n in cfg["experiments"]}
