@@ -1,6 +1,7 @@
 rule run_carbon:
     """Energy x PUE x grid intensity, embodied emissions and money, per scenario."""
     input:
+        hourly=hourly_csvs,
         summary=exp_path("energy/summary.parquet"),
         samples_download=exp_path("energy/samples/download.parquet"),
         samples_tokenize=exp_path("energy/samples/tokenize.parquet"),

@@ -98,3 +98,22 @@ def report_params(wildcards):
         },
         sort_keys=True,
     )
+
+
+def local_data_files(wildcards):
+    """Local files the download stage reads: a changed file reruns it."""
+    data = EXPERIMENT_CONFIGS[wildcards.experiment]["data"]
+    return sorted(
+        {
+            path
+            for kind in ("pretrain", "classify", "probe")
+            if data[kind]["source"] == "local"
+            for path in data[kind]["splits"].values()
+        }
+    )
+
+
+def hourly_csvs(wildcards):
+    """Hourly intensity files of the carbon scenarios: a changed file reruns carbon."""
+    scenarios = EXPERIMENT_CONFIGS[wildcards.experiment]["carbon"]["scenarios"]
+    return [s["hourly_csv"] for s in scenarios if s.get("mode") == "hourly"]

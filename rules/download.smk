@@ -1,5 +1,7 @@
 rule run_download:
     """Fetch or generate the pretraining corpus, the labelled set and the probe set."""
+    input:
+        local=local_data_files,
     output:
         pretrain=exp_path("data/pretrain.parquet"),
         classify=exp_path("data/classify.parquet"),

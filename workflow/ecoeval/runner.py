@@ -49,7 +49,7 @@ def make_monitor(params: dict) -> EnergyMonitor:
 def run_stage(name: str, params: dict, inputs: dict[str, str], outputs: dict[str, str]) -> None:
     """Run stage `name`; outputs["energy"], if given, receives the stage's energy samples."""
     fn = stage_function(name)
-    inputs_p = {k: Path(v) for k, v in inputs.items()}
+    inputs_p = {k: [Path(x) for x in v] if isinstance(v, list) else Path(v) for k, v in inputs.items()}
     outputs_p = {k: Path(v) for k, v in outputs.items()}
     energy_out = outputs_p.pop("energy", None)
     monitor = make_monitor(params)
