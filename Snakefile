@@ -2,7 +2,11 @@
 # Stage targets: data, tokenize, pretrain, finetune, energy, carbon, fairness, report.
 
 
-configfile: "config.yaml"
+# The embedded default, unless the command line names config files (--configfile): then
+# those alone are the config, so another config's experiments are not mixed into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"
