@@ -294,7 +294,8 @@ def test_pretrain_killed_mid_write_is_redone(tmp_path, kill_at):
     if kill_at == "pretrain/log.parquet":
         # the model folder is marked incomplete: without --rerun-incomplete Snakemake refuses it
         refused = snakemake(work, "-n", "pretrain", config=cfg, check=False)
-        assert refused.returncode != 0 and "incomplete" in refused.stderr.lower(), refused.stderr[-3000:]
+        said = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and "incomplete" in said.lower() and "pretrain/model" in said, said[-3000:]
     planned = snakemake(work, "-n", "pretrain", "--rerun-incomplete", config=cfg)
     assert "run_pretrain" in planned.stdout
     # the rerun redoes the job, produces complete outputs and sweeps the dead job's temp names

@@ -121,7 +121,9 @@ def test_scancelled_pretrain_resumes_from_checkpoint_with_same_weights(slurm_clu
     deadline = time.time() + 900
     while not meta.is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert meta.is_file(), "no checkpoint appeared before the job ended"
+    if not meta.is_file():
+        proc.kill()
+        pytest.fail(f"no checkpoint appeared before the job ended:\n{proc.communicate()[0][-4000:]}")
     jobs = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True).stdout.splitlines()
     pretrain_jobs = [line.split()[0] for line in jobs if "run_pretrain" in line]
     assert pretrain_jobs, f"pretrain job not in squeue: {jobs}"
