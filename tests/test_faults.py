@@ -291,6 +291,8 @@ def test_pretrain_killed_mid_write_is_redone(tmp_path, kill_at):
     else:
         assert (pre / "model" / "model.safetensors").is_file()  # complete-looking, but from a dead job
         assert not (pre / "log.parquet").exists()
+    # Snakemake itself died too: its lock stays until `--unlock` (what a user does after a crash)
+    snakemake(work, "--unlock", config=cfg)
     if kill_at == "pretrain/log.parquet":
         # the model folder is marked incomplete: without --rerun-incomplete Snakemake refuses it
         refused = snakemake(work, "-n", "pretrain", config=cfg, check=False)
