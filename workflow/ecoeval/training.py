@@ -40,6 +40,12 @@ from ecoeval.io import atomic_dir, sha256_file, write_json
 
 log = logging.getLogger("ecoeval.training")
 
+# Waiting OpenMP threads sleep instead of spinning. On a shared or oversubscribed machine
+# spinning threads made training several times slower (docs/training.md, "Threads"); libgomp
+# reads this once when torch loads it, so it is set here, before any stage imports torch.
+# An OMP_WAIT_POLICY already in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 CHECKPOINT_FORMAT = 1
 # set in the environment of the processes that launch_ddp starts
 WORKER_ENV = "ECOEVAL_DDP_WORKER"
