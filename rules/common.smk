@@ -31,7 +31,9 @@ STAGE_SECTIONS = {
 
 
 wildcard_constraints:
-    experiment="|".join(EXPERIMENTS),
+    # the schema's pattern for experiment names (a plain pattern: an alternation of all
+    # names would make matching O(experiments) per job)
+    experiment=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def exp_path(path):
@@ -82,7 +84,19 @@ def bench_path(stage):
 
 
 def res(stage, key):
-    return CONFIG["resources"][stage][key]
+    """A rule's threads/mem_mb/runtime from the experiment's `resources` (base config for the report)."""
+
+    def get(wildcards):
+        exp = getattr(wildcards, "experiment", None)
+        cfg = EXPERIMENT_CONFIGS[exp] if exp in EXPERIMENT_CONFIGS else CONFIG
+        return cfg["resources"][stage][key]
+
+    return get
+
+
+def gpus(stage):
+    """GPUs a training rule asks the scheduler for: the same number torchrun starts."""
+    return lambda wildcards: EXPERIMENT_CONFIGS[wildcards.experiment][stage]["gpus"]
 
 
 def report_params(wildcards):

@@ -19,6 +19,7 @@ rule run_finetune:
     resources:
         mem_mb=res("finetune", "mem_mb"),
         runtime=res("finetune", "runtime"),
+        gpu=gpus("finetune"),
     params:
         cfg=stage_params("finetune"),
         io=io_json,

@@ -18,6 +18,7 @@ rule run_pretrain:
     resources:
         mem_mb=res("pretrain", "mem_mb"),
         runtime=res("pretrain", "runtime"),
+        gpu=gpus("pretrain"),
     params:
         cfg=stage_params("pretrain"),
         io=io_json,

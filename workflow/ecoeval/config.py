@@ -77,6 +77,14 @@ def _describe(err: jsonschema.ValidationError) -> str:
         return f"expected one of {err.validator_value}, got {err.instance!r}", None
     if v == "required":
         return err.message, None
+    if v == "pattern":
+        friendly = {
+            "^[0-9a-f]{64}$": "64 lowercase hex digits (a sha256)",
+            "^[A-Za-z0-9][A-Za-z0-9_.-]*$": "a name of letters, digits, '_', '.' and '-', starting with a letter or digit",
+        }
+        return f"expected {friendly.get(err.validator_value, 'text matching ' + err.validator_value)}, got {err.instance!r}", None
+    if v == "not":
+        return f"{err.instance!r} is reserved (results/report holds the report)", None
     return f"{err.message}", None
 
 
@@ -130,6 +138,8 @@ def _semantic_checks(cfg: dict, prefix: str) -> None:
             fail(f"carbon.scenarios.{i}.intensity_g_per_kwh", "mode 'fixed' needs intensity_g_per_kwh")
         if sc["mode"] == "hourly" and "hourly_csv" not in sc:
             fail(f"carbon.scenarios.{i}.hourly_csv", "mode 'hourly' needs hourly_csv")
+        if sc["mode"] == "hourly" and not Path(sc["hourly_csv"]).is_file():
+            fail(f"carbon.scenarios.{i}.hourly_csv", f"input file {sc['hourly_csv']} not found")
         if sc["mode"] in ("annual", "hourly") and "region" not in sc:
             fail(f"carbon.scenarios.{i}.region", f"mode {sc['mode']!r} needs a region")
         if sc["name"] in [s["name"] for s in cfg["carbon"]["scenarios"][:i]]:
