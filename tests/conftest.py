@@ -26,3 +26,15 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").is_file():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the project in the dev setup)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    """One real run of the whole pipeline on tests/configs/tiny.yaml, shared by the
+    end-to-end tests. Tests must not change it; copy it (copy_run) to change things."""
+    from pipeline_helpers import snakemake
+
+    work = tmp_path_factory.mktemp("tiny_pipeline")
+    snakemake(work)
+    return work
+

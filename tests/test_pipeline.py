@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -11,28 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
-
-
-def snakemake(workdir: Path, *args: str, configfile: Path = TINY, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable, "-m", "snakemake",
-        "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir),
-        "--configfile", str(configfile),
-        "--cores", "2",
-        *args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
-    if check and proc.returncode != 0:
-        logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted(workdir.glob("results/**/logs/*.log"))
-        )
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-6000:]}\n{logs}")
-    return proc
+from pipeline_helpers import REPO, TINY, copy_run, snakemake
 
 
 def jobs_planned(proc: subprocess.CompletedProcess) -> set[str]:
@@ -52,11 +30,9 @@ def jobs_planned(proc: subprocess.CompletedProcess) -> set[str]:
     return names
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("pipeline")
-    snakemake(work)
-    return work
+@pytest.fixture()
+def pipeline_run(tiny_pipeline):
+    return tiny_pipeline
 
 
 @pytest.mark.slow
@@ -95,6 +71,7 @@ def test_second_run_has_nothing_to_do(pipeline_run):
 
 @pytest.mark.slow
 def test_finetune_change_reruns_finetune_not_pretrain(pipeline_run, tmp_path):
+    pipeline_run = copy_run(pipeline_run, tmp_path / "run")
     cfg = yaml.safe_load(TINY.read_text())
     cfg["finetune"]["learning_rate"] = 0.001
     changed = tmp_path / "changed.yaml"

@@ -7,43 +7,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "configs" / "tiny.yaml"
-STAGE_MODULES = ["ecoeval.data", "ecoeval.tokenize", "ecoeval.pretrain", "ecoeval.finetune", "ecoeval.energy",
-                 "ecoeval.carbon", "ecoeval.fairness"]
+from pipeline_helpers import snakemake
 
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(TINY), "--cores", "2", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
-    if proc.returncode != 0:
-        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in sorted(workdir.glob("results/**/logs/*.log")))
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}\n{logs}")
-    return proc
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    missing = [m for m in STAGE_MODULES if importlib.util.find_spec(m) is None]
-    if missing:
-        pytest.skip(f"pipeline stages not installed yet: {missing}")
-    work = tmp_path_factory.mktemp("report_pipeline")
-    snakemake(work)
-    return work
+@pytest.fixture()
+def run(tiny_pipeline):
+    return tiny_pipeline
 
 
 def test_model_cards_in_every_model_folder_and_nothing_left_to_do(run):
