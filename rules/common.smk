@@ -1,5 +1,6 @@
 # Config loading and validation, experiments, paths. No stage logic lives here.
 import json
+import os
 import sys
 
 from ecoeval import EcoevalError
@@ -95,7 +96,7 @@ def res(stage, key):
 
 
 def gpus(stage):
-    """GPUs a training rule asks the scheduler for: the same number torchrun starts."""
+    """GPUs the training job asks the scheduler for (the same number torchrun starts)."""
     return lambda wildcards: EXPERIMENT_CONFIGS[wildcards.experiment][stage]["gpus"]
 
 
@@ -115,16 +116,22 @@ def report_params(wildcards):
 
 
 def local_data_files(wildcards):
-    """Local files the download stage reads: a changed file reruns it."""
+    """Local files the download stage reads: a changed file reruns it; a missing one is the
+    same one-line error the stage gives (Snakemake would otherwise keep earlier outputs).
+    """
     data = EXPERIMENT_CONFIGS[wildcards.experiment]["data"]
-    return sorted(
-        {
-            path
-            for kind in ("pretrain", "classify", "probe")
-            if data[kind]["source"] == "local"
-            for path in data[kind]["splits"].values()
-        }
-    )
+    files = []
+    for kind in ("pretrain", "classify", "probe"):
+        if data[kind]["source"] != "local":
+            continue
+        for split, path in data[kind]["splits"].items():
+            if not os.path.isfile(path):
+                sys.stderr.write(
+                    f"ecoeval: error: {path} (data.{kind}.splits.{split}): file not found\n"
+                )
+                sys.exit(2)
+            files.append(path)
+    return sorted(set(files))
 
 
 def hourly_csvs(wildcards):

@@ -144,6 +144,13 @@ def test_config_strings_reach_every_rule_as_one_argument(tmp_path, template):
     recorder.chmod(recorder.stat().st_mode | stat.S_IEXEC)
     record = tmp_path / "argv.jsonl"
     work = tmp_path / "w"
+    # the local data files exist (named by the payload; results_dir holds the bare payload, so
+    # the files add a suffix): a missing local file stops the run at load
+    for kind in ("pretrain", "classify", "probe"):
+        cfg["data"][kind]["splits"]["train"] = payload + ".txt"
+        f = work / (payload + ".txt")
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("text\n")
     proc = snakemake(work, config=cfg, check=False,
                      extra_env={"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "RECORD": str(record)})
     assert not marker.exists(), f"a config value was run by a shell ({payload!r})"
@@ -158,9 +165,9 @@ def test_config_strings_reach_every_rule_as_one_argument(tmp_path, template):
         assert all(payload in p for p in io["output"].values()), io
         if argv[1] == "download":
             assert params["data"]["pretrain"]["license"] == payload
-            assert params["data"]["classify"]["splits"]["train"] == payload
-        if argv[1] == "report":  # the report gets every experiment's whole config
-            assert params["configs"]["e1"]["data"]["pretrain"]["license"] == payload
+            assert params["data"]["classify"]["splits"]["train"] == payload + ".txt"
+        if argv[1] == "report":  # the report gets the whole validated config
+            assert params["config"]["data"]["pretrain"]["license"] == payload
 
 
 @pytest.mark.slow
@@ -173,7 +180,7 @@ def test_real_download_stage_runs_nothing_from_config_strings(tmp_path, template
     proc = snakemake(tmp_path / "w", "data", config=cfg, check=False)
     assert not marker.exists(), f"a config value was run by a shell ({payload!r})"
     assert proc.returncode == 0, proc.stderr[-3000:]
-    prov = json.loads(next((tmp_path / "w").glob("*/e1/data/provenance.json")).read_text())
+    prov = json.loads(next((tmp_path / "w").rglob("e1/data/provenance.json")).read_text())
     assert prov["pretrain"]["license"] == payload
 
 

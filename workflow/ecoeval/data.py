@@ -80,10 +80,6 @@ def dataset_problems(kind: str, ds: dict) -> list[tuple[str, str]]:
                 return [(f"{key}.splits.{split}", f"expected a split named one of {list(allowed)}")]
         if "train" not in splits:
             return [(f"{key}.splits", f"expected a 'train' split, got {sorted(splits)}")]
-    if src == "local":
-        for split, path in splits.items():
-            if not Path(path).is_file():
-                return [(f"{key}.splits.{split}", f"input file {path} not found")]
     if src == "url":
         for split, url in splits.items():
             problem = url_problem(url)
