@@ -37,7 +37,7 @@ def test_server_tree_within_2_percent_with_wrap_dram_and_subzones(tmp_path, capl
     with server_tree(tmp_path / "powercap") as fake:
         mon = EnergyMonitor(hz=20, powercap_root=fake.root)
         with mon:
-            busy(4.0)
+            busy(6.0)
     table = mon.samples()
     assert table.schema == SAMPLE_SCHEMA
     truth = {("cpu:0", "package"): 40.0, ("cpu:1", "package"): 25.0, ("ram:0", "dram"): 8.0}
@@ -53,8 +53,8 @@ def test_server_tree_within_2_percent_with_wrap_dram_and_subzones(tmp_path, capl
     assert mon.assumptions["rapl_ignored_subzones"] == ["intel-rapl:0:0=core", "intel-rapl:0:1=uncore", "intel-rapl:1:0=core"]
     # no estimate needed: RAPL covers CPU and memory
     assert "cpu_tdp_w" not in mon.assumptions and "ram_w_per_gb" not in mon.assumptions
-    # package-1 wrapped at least twice during the run (range 30 J at 25 W, starting 1 J short)
-    assert energy_by(table, "cpu:1", "package")[-1]["energy_j"] > 2 * 30.0
+    # package-1 wrapped at least twice during the run (range 62.5 J at 25 W, starting 1 J short)
+    assert energy_by(table, "cpu:1", "package")[-1]["energy_j"] > 2 * 62.5
     # attributed share is part of the device energy
     for key in truth:
         last = energy_by(table, *key)[-1]

@@ -78,7 +78,10 @@ class FakePowercap:
 
 def server_tree(root: Path) -> FakePowercap:
     """Two sockets: package-0 with core, uncore (unreadable) and dram subzones; package-1 wraps
-    after 0.04 s and then every 1.2 s (more than twice in the 4 s test) (real counters take minutes; this is what a test can wait for)."""
+    after 0.04 s and then every 2.5 s (twice in the 6 s test). Real counters wrap after tens of
+    minutes; 2.5 s is what a test can wait for while leaving a loaded 2-core CI machine room:
+    a sampler stalled longer than one wrap period cannot tell one wrap from two (the 1.2 s
+    period this tree first had lost a wrap once in CI)."""
     return FakePowercap(
         root,
         [
@@ -86,7 +89,7 @@ def server_tree(root: Path) -> FakePowercap:
             Zone("intel-rapl:0:0", "core", 30.0),
             Zone("intel-rapl:0:1", "uncore", 5.0, unreadable="dir"),
             Zone("intel-rapl:0:2", "dram", 8.0, max_range_uj=65712999613),
-            Zone("intel-rapl:1", "package-1", 25.0, max_range_uj=30_000_000, start_uj=29_000_000),
+            Zone("intel-rapl:1", "package-1", 25.0, max_range_uj=62_500_000, start_uj=61_500_000),
             Zone("intel-rapl:1:0", "core", 20.0),
         ],
     )
