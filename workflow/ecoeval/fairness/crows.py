@@ -109,13 +109,28 @@ def encode_pairs(tokenizer, pairs: pd.DataFrame, max_length: int) -> tuple[list[
     return more, less, truncated
 
 
+def _masked_lm_head(model):
+    """The position-wise vocabulary head of a BERT- or RoBERTa-style masked LM (`cls` /
+    `lm_head` on top of `base_model`), or None for other architectures (full forward)."""
+    for name in ("cls", "lm_head"):
+        head = getattr(model, name, None)
+        if head is not None and model.base_model is not model:
+            return head
+    return None
+
+
 def sentence_scores(model, sentences: list[Sentence], mask_id: int, batch_size: int = 64, batched: bool = True) -> np.ndarray:
     """Sum of masked-token log-probabilities for each sentence (float64).
 
     Variants (sentence, position) are grouped by sequence length and run `batch_size` rows
-    at a time; `batched=False` runs each variant alone.
+    at a time, and the vocabulary head runs only on each row's masked position (it is
+    position-wise, so this is the same arithmetic; it is a third of a small BERT's work).
+    `batched=False` is the reference: each variant alone through the whole model, logits at
+    every position, as nyu-mll/crows-pairs does.
     """
     import torch
+
+    head = _masked_lm_head(model) if batched else None
 
     variants_by_len: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for s, sent in enumerate(sentences):
@@ -133,7 +148,10 @@ def sentence_scores(model, sentences: list[Sentence], mask_id: int, batch_size: 
                 pos = torch.tensor([p for _, p in chunk], dtype=torch.long)
                 targets = ids[rows, pos].clone()
                 ids[rows, pos] = mask_id
-                logits = model(input_ids=ids).logits[rows, pos]
+                if head is None:
+                    logits = model(input_ids=ids).logits[rows, pos]
+                else:
+                    logits = head(model.base_model(input_ids=ids).last_hidden_state[rows, pos])
                 lp = torch.log_softmax(logits.float(), dim=-1)[rows, targets]
                 for (s, p), v in zip(chunk, lp.tolist()):
                     logp[(s, p)] = v
