@@ -9,6 +9,12 @@ model size (a realistic sweep). The run is a dry run in an empty scratch folder,
 of every experiment is planned. Prints seconds per size, seconds per experiment, and the
 growth factor between sizes against the factor in experiments (linear growth = same factor).
 Target: 1000 experiments plan in under 30 s on the 2-core development machine.
+
+Baseline in the same run (`--floor`, on by default): Snakemake alone on a minimal workflow of
+the same shape -- 7 rules per experiment in a chain, each with one input and one output and the
+directives every ecoeval rule must have (log, benchmark, conda, threads, resources, two params
+functions) -- so the table shows how much of the time is ecoeval's and how much Snakemake's
+own per-job cost.
 """
 
 from __future__ import annotations
@@ -38,18 +44,59 @@ def grid_config(n: int) -> dict:
     return base
 
 
-def command(workdir: Path, configfile: Path) -> list[str]:
-    return ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(configfile),
+FLOOR_STAGES = ("download", "tokenize", "pretrain", "finetune", "fairness", "energy", "carbon")
+
+
+def floor_snakefile() -> str:
+    """The minimal workflow with ecoeval's shape and mandatory directives (see the docstring)."""
+    lines = [
+        "import json",
+        "EXPS = list(config['experiments'])",
+        "wildcard_constraints:",
+        "    experiment=r'[A-Za-z0-9][A-Za-z0-9_.-]*',",
+        "def cfg(wildcards):",
+        "    return json.dumps(config['experiments'][wildcards.experiment], sort_keys=True)",
+        "def io(wildcards, input, output, threads):",
+        "    return json.dumps({'input': dict(input.items()), 'output': dict(output.items()), 'threads': threads})",
+        "rule all:",
+        f"    input: expand('results/{{e}}/{FLOOR_STAGES[-1]}.out', e=EXPS)",
+    ]
+    prev = None
+    for stage in FLOOR_STAGES:
+        lines += [f"rule {stage}:"]
+        if prev:
+            lines += [f"    input: 'results/{{experiment}}/{prev}.out'"]
+        lines += [
+            f"    output: 'results/{{experiment}}/{stage}.out'",
+            f"    log: 'results/{{experiment}}/logs/{stage}.log'",
+            f"    benchmark: 'results/{{experiment}}/benchmarks/{stage}.tsv'",
+            f"    conda: '{REPO / 'environment.yml'}'",
+            "    threads: 1",
+            "    resources: mem_mb=4000, runtime=60",
+            "    params: cfg=cfg, io=io",
+            "    shell: 'touch {output} --params {params.cfg:q} --io {params.io:q} > {log:q} 2>&1'",
+        ]
+        prev = stage
+    return "\n".join(lines) + "\n"
+
+
+def command(workdir: Path, configfile: Path, snakefile: Path = REPO / "Snakefile") -> list[str]:
+    return ["--snakefile", str(snakefile), "--directory", str(workdir), "--configfile", str(configfile),
             "--cores", "1", "-n", "--quiet", "all"]
 
 
-def plan(n: int, profile_top: int = 0) -> tuple[float, int]:
-    """Seconds for `snakemake -n` on an n-experiment grid, and the number of planned jobs."""
+def plan(n: int, profile_top: int = 0, floor: bool = False) -> tuple[float, int]:
+    """Seconds for `snakemake -n` on an n-experiment grid, and the number of planned jobs
+    (`floor`: the minimal same-shape workflow instead of ecoeval's)."""
     with tempfile.TemporaryDirectory(prefix=f"dag{n}-") as tmp:
         work = Path(tmp)
         cfg = work / "grid.yaml"
         cfg.write_text(yaml.safe_dump(grid_config(n)), encoding="utf-8")
-        args = command(work, cfg)
+        snakefile = REPO / "Snakefile"
+        if floor:
+            snakefile = work / "Snakefile.floor"
+            snakefile.write_text(floor_snakefile(), encoding="utf-8")
+        args = command(work, cfg, snakefile)
         if profile_top:
             return _profiled(args, profile_top)
         t0 = time.perf_counter()
@@ -97,12 +144,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
     ap.add_argument("--profile", type=int, metavar="N", help="cProfile the dry run of an N-experiment grid")
     ap.add_argument("--top", type=int, default=25, help="functions to list with --profile")
+    ap.add_argument("--no-floor", dest="floor", action="store_false", help="skip the minimal-workflow baseline")
     args = ap.parse_args(argv)
 
     rows, ok = [], True
-    print(f"{'experiments':>11} {'jobs':>6} {'seconds':>8} {'ms/exp':>7} {'growth':>7} {'x exps':>7}")
+    print(f"{'experiments':>11} {'jobs':>6} {'seconds':>8} {'ms/exp':>7} {'growth':>7} {'x exps':>7}"
+          + (f" {'floor s':>8} {'x floor':>7}" if args.floor else ""))
     for n in args.sizes:
         seconds, jobs = plan(n)
+        floor = ""
+        if args.floor:
+            floor_s, _ = plan(n, floor=True)
+            floor = f" {floor_s:>8.2f} {seconds / floor_s:>6.2f}x"
         growth = exp_factor = ""
         if rows:
             growth = f"{seconds / rows[-1][1]:.1f}x"
@@ -111,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         target = TARGET_S.get(n)
         verdict = "" if target is None else (" ok" if seconds < target else f" SLOW (target < {target:.0f} s)")
         ok &= seconds < target if target else True
-        print(f"{n:>11} {jobs:>6} {seconds:>8.2f} {1000 * seconds / n:>7.1f} {growth:>7} {exp_factor:>7}{verdict}")
+        print(f"{n:>11} {jobs:>6} {seconds:>8.2f} {1000 * seconds / n:>7.1f} {growth:>7} {exp_factor:>7}{floor}{verdict}")
     if len(rows) >= 2:
         (n0, t0), (n1, t1) = rows[0], rows[-1]
         # fixed start-up cost and per-experiment cost from the smallest and largest grid

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ecoeval import EcoevalError
-from ecoeval.config import experiment_config, load_config, validate
+from ecoeval.config import experiment_config, load_config, validate, validate_experiments
 
 
 @pytest.fixture()
@@ -37,6 +37,30 @@ def test_experiments_differ_only_in_stereotype_rate(repo):
         for c in (a, b):
             del c["data"]["builtin"]["stereotype_rate"], c["experiment"]
         assert a == b
+
+
+def test_validate_experiments_gives_each_experiments_full_config(default_config):
+    """The configs built while validating (what the Snakefile uses) equal experiment_config's,
+    for overrides of scalars, nested sections, lists and a section the base leaves out."""
+    raw = copy.deepcopy(default_config)
+    raw["experiments"] = {
+        "plain": {},
+        "deep": {"seed": 7, "pretrain": {"hidden_size": 32, "num_heads": 2}, "data": {"builtin": {"stereotype_rate": 0.7}}},
+        "lists": {"carbon": {"scenarios": [{"name": "fr", "mode": "annual", "region": "FRA"}]}},
+        "res": {"resources": {"pretrain": {"mem_mb": 1234}}},
+    }
+    base, configs = validate_experiments(raw)
+    assert base == validate(raw)
+    assert list(configs) == list(raw["experiments"])
+    for name, cfg in configs.items():
+        assert cfg == experiment_config(base, name), name
+    assert configs["deep"]["pretrain"]["hidden_size"] == 32 and configs["deep"]["pretrain"]["num_layers"] == 2
+    assert configs["lists"]["carbon"]["scenarios"][0]["market_factor"] == 1.0  # list item defaults filled
+    assert configs["res"]["resources"]["pretrain"] == {**base["resources"]["pretrain"], "mem_mb": 1234}
+    # an error inside one experiment's overrides names that experiment's key path
+    raw["experiments"]["bad"] = {"pretrain": {"hidden_size": "big"}}
+    with pytest.raises(EcoevalError, match=r"^config key experiments\.bad\.pretrain\.hidden_size: "):
+        validate_experiments(raw)
 
 
 def test_empty_config_gets_one_default_experiment():

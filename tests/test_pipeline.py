@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -103,6 +104,27 @@ def test_data_and_tokenize_are_byte_identical_across_runs(tmp_path):
 def test_stage_target_dry_runs_only_its_stages(tmp_path):
     planned = jobs_planned(snakemake(tmp_path, "-n", "pretrain"))
     assert planned == {"run_download", "run_tokenize", "run_pretrain", "pretrain"}
+
+
+def test_per_experiment_and_shared_resources_reach_the_jobs(tmp_path):
+    """Resources that differ between experiments are looked up per job; shared ones are
+    plain values (planning a large grid evaluates nothing per job). Both reach the jobs."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["experiments"]["skewed"]["resources"] = {"pretrain": {"mem_mb": 3210, "runtime": 77}}
+    cfg["resources"] = {"finetune": {"mem_mb": 2345}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "-n", "pretrain", "finetune", configfile=path).stdout
+    jobs = {}
+    for block in out.split("rule ")[1:]:
+        name = block.split(":", 1)[0]
+        exp = re.search(r"wildcards: experiment=(\S+)", block)
+        res = re.search(r"resources: (.*)", block)
+        if exp and res:
+            jobs[(name, exp.group(1))] = res.group(1)
+    assert "mem_mb=3210" in jobs[("run_pretrain", "skewed")] and "runtime=77" in jobs[("run_pretrain", "skewed")]
+    assert "mem_mb=4000" in jobs[("run_pretrain", "balanced")]  # the schema default
+    assert all("mem_mb=2345" in jobs[("run_finetune", e)] for e in ("skewed", "balanced"))
 
 
 def test_snakemake_lint_is_clean(tmp_path):

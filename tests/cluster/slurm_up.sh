@@ -2,7 +2,8 @@
 # Bring up a real one-node SLURM cluster on this host, without systemd, for the tests.
 #
 #   bash tests/cluster/slurm_up.sh          # install if missing, configure, start, wait for idle
-#   bash tests/cluster/slurm_up.sh --stop   # stop the daemons this script started
+#   bash tests/cluster/slurm_up.sh --stop   # stop the daemons this script started and remove
+#                                           # the slurm.conf it wrote
 #
 # Installs slurmctld, slurmd, slurm-client and munge from Debian when they are missing (needs
 # root), writes a minimal /etc/slurm/slurm.conf for this host (1 node, no accounting database,
@@ -36,6 +37,12 @@ stop_daemons() {
 
 if [[ ${1:-} == --stop ]]; then
     stop_daemons
+    # A slurm.conf naming a controller that no longer runs makes every `scontrol` wait ~9 s,
+    # and snakemake-executor-plugin-slurm runs `scontrol show config` when any Snakemake
+    # starts: leaving ours behind would slow every later snakemake call on this host.
+    if [[ -e $CONF ]] && grep -qF "$MARKER" "$CONF"; then
+        rm -f "$CONF" && say "removed $CONF"
+    fi
     exit 0
 fi
 

@@ -88,8 +88,13 @@ def _describe(err: jsonschema.ValidationError) -> str:
     return f"{err.message}", None
 
 
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(load_schema())
+
+
 def _first_error(instance: dict, schema: dict, prefix: str) -> str | None:
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _validator() if schema is load_schema() else jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if not errors:
         return None
@@ -152,6 +157,13 @@ def _semantic_checks(cfg: dict, prefix: str) -> None:
 
 def validate(config: dict) -> dict:
     """Validate a raw config; return it with defaults filled. Raises EcoevalError naming the key path."""
+    return validate_experiments(config)[0]
+
+
+def validate_experiments(config: dict) -> tuple[dict, dict[str, dict]]:
+    """`validate`, and every experiment's full config (base merged with its overrides,
+    defaults filled, `experiment` set: what `experiment_config` gives), built once while
+    validating them (a 1,000-experiment grid should not merge everything twice)."""
     if not isinstance(config, dict):
         raise EcoevalError("config: expected a mapping at the top level")
     schema = load_schema()
@@ -166,17 +178,28 @@ def validate(config: dict) -> dict:
     base = _filled(base_raw, schema)
     _semantic_checks(base, "")
     exps = experiments if experiments is not None else copy.deepcopy(schema["properties"]["experiments"]["default"])
+    merged_all = {}
     for name, overrides in exps.items():
         if "experiments" in overrides:
             raise EcoevalError(f"config key experiments.{name}.experiments: experiments cannot be nested")
+        # Only the top-level sections an experiment overrides can differ from the base, which
+        # is valid and filled already: validate and fill just those (the root schema has no
+        # cross-section keywords), share the rest with the base (read-only).
+        touched = {k: deep_merge(base_raw.get(k, {}), v) if isinstance(v, dict) and isinstance(base_raw.get(k, {}), dict)
+                   else copy.deepcopy(v) for k, v in overrides.items()}
         # errors in the overrides themselves name experiments.<name>.<path>
-        err = _first_error(deep_merge(base_raw, overrides), schema, "")
+        err = _first_error(touched, schema, "")
         if err:
             raise EcoevalError(err.replace("config key ", f"config key experiments.{name}.", 1))
-        merged = _filled(deep_merge(base_raw, overrides), schema)
+        props = schema["properties"]
+        merged = dict(base)
+        for key, section in touched.items():
+            merged[key] = _fill_list_defaults(_fill_defaults(section, props[key], schema), props[key], schema)
         _semantic_checks(merged, f"experiments.{name}")
+        merged["experiment"] = name
+        merged_all[name] = merged
     base["experiments"] = exps
-    return base
+    return base, merged_all
 
 
 def _filled(raw: dict, schema: dict) -> dict:
