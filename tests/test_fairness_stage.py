@@ -81,3 +81,24 @@ def test_stage_rejects_probe_unknown_to_the_vocabulary(inputs, tmp_path):
     with pytest.raises(EcoevalError, match=r"probe file .*probe.parquet: every one of its 3 words is unknown"):
         run_stage(root, tmp_path / "out")
     assert not (tmp_path / "out" / "intrinsic.parquet").exists()
+
+
+@pytest.mark.parametrize(("loader", "what"), [("load_masked_lm", "masked LM folder"), ("load_classifier", "classifier folder")])
+def test_unloadable_model_folder_is_one_line_naming_it(inputs, tmp_path, loader, what):
+    from ecoeval.fairness import models
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        src = inputs / "pretrained" / name
+        if src.is_file():
+            (broken / name).write_bytes(src.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(EcoevalError) as err:
+        getattr(models, loader)(broken)
+    msg = str(err.value)
+    assert msg.startswith(f"{what} {broken}: cannot be loaded (") and "\n" not in msg
+    (broken / "model.safetensors").unlink()
+    (broken / "pytorch_model.bin").write_bytes(b"pickle")  # pickle checkpoints are refused, never unpickled
+    with pytest.raises(EcoevalError, match=r"expected model weights as \*\.safetensors"):
+        getattr(models, loader)(broken)

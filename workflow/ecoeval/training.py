@@ -278,10 +278,12 @@ def load_pretrained(auto_class, folder: str | Path, what: str, **kwargs):
         raise EcoevalError(f"{what} {folder}: expected model weights as *.safetensors (pickle checkpoints are refused), found {found}")
     if not (folder / "config.json").is_file():
         raise EcoevalError(f"{what} {folder}: config.json not found")
+    from safetensors import SafetensorError
+
     try:
         return auto_class.from_pretrained(folder, use_safetensors=True, local_files_only=True,
                                           trust_remote_code=False, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:  # SafetensorError: a corrupt file
         raise EcoevalError(f"{what} {folder}: cannot be loaded ({str(exc).splitlines()[0]})") from None
 
 

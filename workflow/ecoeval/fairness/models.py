@@ -40,12 +40,7 @@ def load_masked_lm(path: Path):
     tok = load_tokenizer(path)
     if tok.mask_token_id is None:
         raise EcoevalError(f"masked LM folder {path}: the tokenizer has no mask token")
-    try:
-        model = AutoModelForMaskedLM.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise EcoevalError(f"masked LM folder {path}: cannot load a masked LM ({str(exc).splitlines()[0]})") from None
-    model.eval()
-    return model, tok
+    return _load_model(AutoModelForMaskedLM, path, "masked LM folder"), tok
 
 
 def load_classifier(path: Path, tokenizer_fallback: Path | None = None):
@@ -54,12 +49,17 @@ def load_classifier(path: Path, tokenizer_fallback: Path | None = None):
 
     path = _check_dir(path, "classifier folder")
     tok = load_tokenizer(*([path, tokenizer_fallback] if tokenizer_fallback else [path]))
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise EcoevalError(f"classifier folder {path}: cannot load a sequence classifier ({str(exc).splitlines()[0]})") from None
+    return _load_model(AutoModelForSequenceClassification, path, "classifier folder"), tok
+
+
+def _load_model(auto_class, path: Path, what: str):
+    """The project's one model loader (safetensors only, no remote code, one-line errors), in
+    eval mode."""
+    from ecoeval.training import load_pretrained
+
+    model = load_pretrained(auto_class, path, what)
     model.eval()
-    return model, tok
+    return model
 
 
 def max_length(model, tokenizer) -> int:
