@@ -93,9 +93,9 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(load_schema())
 
 
-def _first_error(instance: dict, schema: dict, prefix: str) -> str | None:
-    validator = _validator() if schema is load_schema() else jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+def _first_error(instance: dict) -> str | None:
+    """The first schema error (shallowest key path first) as `config key <path>: <what>`."""
+    errors = sorted(_validator().iter_errors(instance), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if not errors:
         return None
     err = errors[0]
@@ -103,7 +103,7 @@ def _first_error(instance: dict, schema: dict, prefix: str) -> str | None:
     parts = [str(p) for p in err.absolute_path]
     if extra_key:
         parts.append(extra_key)
-    path = ".".join(([prefix] if prefix else []) + parts) or "<config>"
+    path = ".".join(parts) or "<config>"
     return f"config key {path}: {msg}"
 
 
@@ -170,9 +170,9 @@ def validate_experiments(config: dict) -> tuple[dict, dict[str, dict]]:
     raw = copy.deepcopy(config)
     experiments = raw.get("experiments")
     base_raw = {k: v for k, v in raw.items() if k != "experiments"}
-    err = _first_error(raw if experiments is not None else base_raw, schema, "")
+    err = _first_error(raw if experiments is not None else base_raw)
     if err is None:
-        err = _first_error(_filled(base_raw, schema), schema, "")
+        err = _first_error(_filled(base_raw, schema))
     if err:
         raise EcoevalError(err)
     base = _filled(base_raw, schema)
@@ -182,40 +182,52 @@ def validate_experiments(config: dict) -> tuple[dict, dict[str, dict]]:
     for name, overrides in exps.items():
         if "experiments" in overrides:
             raise EcoevalError(f"config key experiments.{name}.experiments: experiments cannot be nested")
-        # Only the top-level sections an experiment overrides can differ from the base, which
-        # is valid and filled already: validate and fill just those (the root schema has no
-        # cross-section keywords), share the rest with the base (read-only).
-        touched = {k: deep_merge(base_raw.get(k, {}), v) if isinstance(v, dict) and isinstance(base_raw.get(k, {}), dict)
-                   else copy.deepcopy(v) for k, v in overrides.items()}
+        sections = _overridden_sections(base, overrides)
         # errors in the overrides themselves name experiments.<name>.<path>
-        err = _first_error(touched, schema, "")
+        err = _first_error(sections)
         if err:
             raise EcoevalError(err.replace("config key ", f"config key experiments.{name}.", 1))
-        props = schema["properties"]
-        merged = dict(base)
-        for key, section in touched.items():
-            merged[key] = _fill_list_defaults(_fill_defaults(section, props[key], schema), props[key], schema)
+        merged = _with_sections(base, sections, name, schema)
         _semantic_checks(merged, f"experiments.{name}")
-        merged["experiment"] = name
         merged_all[name] = merged
     base["experiments"] = exps
     return base, merged_all
 
 
 def _filled(raw: dict, schema: dict) -> dict:
-    out = _fill_defaults(copy.deepcopy(raw), schema, schema)
-    return _fill_list_defaults(out, schema, schema)
+    """A copy of `raw` with every default filled."""
+    return _fill(copy.deepcopy(raw), schema, schema)
+
+
+def _fill(value: Any, node: dict, schema: dict) -> Any:
+    """`value` (owned by the caller, changed in place) with the defaults of schema `node`."""
+    return _fill_list_defaults(_fill_defaults(value, node, schema), node, schema)
+
+
+def _overridden_sections(base: dict, overrides: dict) -> dict:
+    """The top-level sections an experiment overrides, merged into the filled base's. Only
+    these can differ from the base (the root schema has no cross-section keywords), so only
+    these need validating and filling."""
+    return {key: deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict)
+            else copy.deepcopy(value) for key, value in overrides.items()}
+
+
+def _with_sections(base: dict, sections: dict, name: str, schema: dict) -> dict:
+    """Experiment `name`'s config: the base with its overridden `sections` filled; the other
+    sections are the base's own objects (read-only)."""
+    merged = {key: value for key, value in base.items() if key != "experiments"}
+    for key, section in sections.items():
+        merged[key] = _fill(section, schema["properties"][key], schema)  # sections are fresh copies
+    merged["experiment"] = name
+    return merged
 
 
 def experiment_config(config: dict, name: str) -> dict:
     """The full, validated config of one experiment: base merged with its overrides, defaults filled."""
     if name not in config["experiments"]:
         raise EcoevalError(f"experiment {name!r} is not in config key experiments (have: {', '.join(config['experiments'])})")
-    base_raw = {k: v for k, v in config.items() if k != "experiments"}
-    schema = load_schema()
-    merged = _filled(deep_merge(base_raw, config["experiments"][name]), schema)
-    merged["experiment"] = name
-    return merged
+    sections = _overridden_sections(config, config["experiments"][name])
+    return _with_sections(config, sections, name, load_schema())
 
 
 def load_config(path: str | Path) -> dict:
