@@ -106,6 +106,25 @@ def test_stage_target_dry_runs_only_its_stages(tmp_path):
     assert planned == {"run_download", "run_tokenize", "run_pretrain", "pretrain"}
 
 
+def test_large_grid_plans_in_batches(tmp_path):
+    """docs/cluster.md: a large grid is planned and run in batches of the report's inputs
+    (`--batch run_report=i/n`); a batch plans only its share of the experiments, and the
+    report waits for the last batch."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["experiments"] = {f"e{i}": {"seed": i} for i in range(4)}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path, "-n", "--batch", "run_report=1/2", configfile=path)
+    out = proc.stdout
+    planned = {(m.group(1), m.group(2)) for m in re.finditer(r"rule (run_\w+):.*?wildcards: experiment=(\S+)", out, re.S)}
+    experiments = {e for _, e in planned}
+    assert len(experiments) == 2, experiments
+    assert {r for r, _ in planned} == {f"run_{s}" for s in
+                                       ("download", "tokenize", "pretrain", "finetune", "fairness", "energy", "carbon")}
+    assert "rule run_report:" not in out
+    assert "Considering only batch 1/2" in out + proc.stderr
+
+
 def test_per_experiment_and_shared_resources_reach_the_jobs(tmp_path):
     """Resources that differ between experiments are looked up per job; shared ones are
     plain values (planning a large grid evaluates nothing per job). Both reach the jobs."""
