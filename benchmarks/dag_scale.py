@@ -71,17 +71,16 @@ def floor_snakefile(bare: bool = False) -> str:
         lines += [f"    output: 'results/{{experiment}}/{stage}.out'"]
         if bare:
             lines += ["    shell: 'touch {output}'"]
-            prev = stage
-            continue
-        lines += [
-            f"    log: 'results/{{experiment}}/logs/{stage}.log'",
-            f"    benchmark: 'results/{{experiment}}/benchmarks/{stage}.tsv'",
-            f"    conda: '{REPO / 'environment.yml'}'",
-            "    threads: 1",
-            "    resources: mem_mb=4000, runtime=60",
-            "    params: cfg=cfg, io=io",
-            "    shell: 'touch {output} --params {params.cfg:q} --io {params.io:q} > {log:q} 2>&1'",
-        ]
+        else:
+            lines += [
+                f"    log: 'results/{{experiment}}/logs/{stage}.log'",
+                f"    benchmark: 'results/{{experiment}}/benchmarks/{stage}.tsv'",
+                f"    conda: '{REPO / 'environment.yml'}'",
+                "    threads: 1",
+                "    resources: mem_mb=4000, runtime=60",
+                "    params: cfg=cfg, io=io",
+                "    shell: 'touch {output} --params {params.cfg:q} --io {params.io:q} > {log:q} 2>&1'",
+            ]
         prev = stage
     return "\n".join(lines) + "\n"
 
